@@ -1,0 +1,282 @@
+//! Findings from a lookup that ended without facts: not found, auth, transport and registry faults.
+
+use super::Subject;
+use crate::{
+    finding::{Code, Finding},
+    reference::ImageRef,
+    registry::LookupError,
+};
+
+pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupError) -> Vec<Finding> {
+    let registry = image.registry();
+    let repository = image.repository();
+    let finding = match error {
+        LookupError::TagNotFound { tag, existing_tags } => {
+            let hint = match existing_tags {
+                Some(tags) if !tags.is_empty() => format!(" Closest existing tags: {}.", tags.join(", ")),
+                Some(_) => " The repository has no tags at all.".to_string(),
+                None => String::new(),
+            };
+            let short_hint = match existing_tags {
+                Some(tags) if !tags.is_empty() => format!(" (closest: {})", tags.join(", ")),
+                _ => String::new(),
+            };
+            subject.finding(
+                Code::Pg101,
+                format!("tag {tag:?} not found in {registry}/{repository}{short_hint}"),
+                format!(
+                    "tag {tag:?} does not exist in {registry}/{repository}: the pull fails with \"not found\" \
+                     and the pod stays in ImagePullBackOff.{hint} Fix the tag, or push the image first."
+                ),
+            )
+        }
+        LookupError::DigestNotFound { digest } => subject.finding(
+            Code::Pg102,
+            format!(
+                "digest {} not found in {registry}/{repository}",
+                short_digest(digest)
+            ),
+            format!(
+                "manifest {digest} does not exist in {registry}/{repository} (deleted, garbage-collected, or \
+                 pushed to another repository): the pull fails with \"not found\". Pin a digest that exists \
+                 (`crane digest` or `skopeo inspect` on the tag you meant)."
+            ),
+        ),
+        LookupError::RepositoryNotFound => subject.finding(
+            Code::Pg103,
+            format!("repository {registry}/{repository} not found"),
+            format!(
+                "repository {repository} does not exist on {registry} (or is hidden from this client): the \
+                 pull fails with \"repository does not exist or may require authorization\". Check the \
+                 repository path for typos, or push the image first."
+            ),
+        ),
+        LookupError::AuthRequired if image.is_docker_hub() => subject.finding(
+            Code::Pg103,
+            format!("{}: repository does not exist or no pull access", image.name()),
+            format!(
+                "Docker Hub answers \"pull access denied, repository does not exist or may require \
+                 authorization\" for {}: either the repository name is wrong or it is private. Fix the name, \
+                 or add an imagePullSecret with Docker Hub credentials that can read it.",
+                image.name()
+            ),
+        ),
+        LookupError::AuthRequired => subject.finding(
+            Code::Pg201,
+            format!("{registry} requires credentials; none provided"),
+            format!(
+                "{registry} requires authentication to pull {repository}, and no credential applies to this \
+                 image: the pull fails with 401 Unauthorized. Create a kubernetes.io/dockerconfigjson secret \
+                 for {registry} and list it in the pod's imagePullSecrets (or its service account's)."
+            ),
+        ),
+        LookupError::CredentialsRejected => subject.finding(
+            Code::Pg205,
+            format!("{registry} rejected the credentials (401)"),
+            format!(
+                "{registry} rejected the credentials presented for {repository} (401): they are wrong, \
+                 revoked or expired, and the kubelet's pull will fail the same way. Renew the token or \
+                 password in the pull secret."
+            ),
+        ),
+        LookupError::Denied => subject.finding(
+            Code::Pg206,
+            format!("access to {registry}/{repository} denied (403)"),
+            format!(
+                "{registry} denied access to {repository} (403): the account may be valid but lacks pull \
+                 permission on this repository. Grant it read access, or use a credential that has it."
+            ),
+        ),
+        LookupError::Unreachable { reason } => subject.finding(
+            Code::Pg501,
+            format!("registry {registry} unreachable: {reason}"),
+            format!(
+                "could not reach {registry} ({reason}), so the image was not verified. If nodes cannot \
+                 reach it either, the pull will fail with a timeout; check DNS, firewalls and proxies."
+            ),
+        ),
+        LookupError::Deadline => subject.finding(
+            Code::Pg501,
+            format!("registry {registry} did not answer before the admission deadline"),
+            format!(
+                "{registry} did not answer within the admission deadline, so the image was not verified. \
+                 A slow registry also slows image pulls; if it is permanently slow, raise `deadline` (below \
+                 the webhook timeout) or check the registry's health."
+            ),
+        ),
+        LookupError::PlainHttp => subject.finding(
+            Code::Pg502,
+            format!("{registry} speaks plain HTTP, not HTTPS"),
+            format!(
+                "{registry} answered an HTTPS request in plain HTTP. containerd and CRI-O pull over HTTPS \
+                 unless the registry is configured as insecure on every node, so the pull fails with \
+                 \"http: server gave HTTP response to HTTPS client\". Serve the registry over TLS, or \
+                 configure it as insecure on the nodes and list it with `insecure: true` under \
+                 `registries` in pullguard's config."
+            ),
+        ),
+        LookupError::UntrustedCertificate { reason } => subject.finding(
+            Code::Pg503,
+            format!("{registry} TLS certificate not trusted ({reason})"),
+            format!(
+                "the TLS certificate of {registry} is not trusted ({reason}); nodes fail the same way with \
+                 \"x509: certificate signed by unknown authority\" unless their trust store has the CA. \
+                 Use a certificate from a public CA, or install the CA on the nodes and give it to \
+                 pullguard with `caFile` under `registries`."
+            ),
+        ),
+        LookupError::RegistryFailure { reason, .. } => subject.finding(
+            Code::Pg504,
+            format!("registry {registry} error: {reason}"),
+            format!(
+                "{registry} failed to answer for {repository} ({reason}), so the image was not verified. \
+                 Pulls may fail the same way while the registry is unhealthy."
+            ),
+        ),
+        LookupError::RateLimited { retry_after } => subject.finding(
+            Code::Pg505,
+            format!("registry {registry} rate limit (429)"),
+            format!(
+                "{registry} is rate-limiting requests (429 Too Many Requests{}); the image was not verified, \
+                 and nodes pulling now may hit the same limit. Authenticate pulls (imagePullSecrets) or use \
+                 a pull-through mirror.",
+                retry_after
+                    .map(|wait| format!(", retry after {}s", wait.as_secs()))
+                    .unwrap_or_default()
+            ),
+        ),
+        LookupError::InvalidManifest { reason } => subject.finding(
+            Code::Pg504,
+            format!("registry {registry} returned an unusable manifest"),
+            format!(
+                "{registry} returned a manifest for {} that cannot be read ({reason}); the runtime will \
+                 refuse it too. Re-push the image.",
+                image.normalized()
+            ),
+        ),
+        LookupError::UnsupportedMediaType { media_type } => subject.finding(
+            Code::Pg403,
+            format!("{} is not a container image ({media_type})", image.normalized()),
+            format!(
+                "{} points to a manifest of type {media_type}, which no container runtime can run. Point \
+                 the container at an image (OCI or Docker v2 manifest or index).",
+                image.normalized()
+            ),
+        ),
+    };
+    vec![finding]
+}
+
+fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn code_for(image: &str, error: LookupError) -> Code {
+        let subject = Subject {
+            container: "app",
+            image,
+        };
+        let findings = lookup_findings(subject, &ImageRef::parse(image).unwrap(), &error);
+        assert_eq!(findings.len(), 1);
+        assert!(!findings[0].message.is_empty());
+        findings[0].code
+    }
+
+    #[test]
+    fn table() {
+        let private = "registry.example.com/team/api:v2";
+        let cases = [
+            (
+                private,
+                LookupError::TagNotFound {
+                    tag: "v2".into(),
+                    existing_tags: Some(vec!["v1".into()]),
+                },
+                Code::Pg101,
+            ),
+            (
+                private,
+                LookupError::DigestNotFound {
+                    digest: "sha256:00".into(),
+                },
+                Code::Pg102,
+            ),
+            (private, LookupError::RepositoryNotFound, Code::Pg103),
+            (private, LookupError::AuthRequired, Code::Pg201),
+            ("someone/private", LookupError::AuthRequired, Code::Pg103),
+            (private, LookupError::CredentialsRejected, Code::Pg205),
+            (private, LookupError::Denied, Code::Pg206),
+            (
+                private,
+                LookupError::Unreachable {
+                    reason: "refused".into(),
+                },
+                Code::Pg501,
+            ),
+            (private, LookupError::Deadline, Code::Pg501),
+            (private, LookupError::PlainHttp, Code::Pg502),
+            (
+                private,
+                LookupError::UntrustedCertificate {
+                    reason: "UnknownIssuer".into(),
+                },
+                Code::Pg503,
+            ),
+            (
+                private,
+                LookupError::RegistryFailure {
+                    status: Some(503),
+                    reason: "x".into(),
+                },
+                Code::Pg504,
+            ),
+            (
+                private,
+                LookupError::RateLimited {
+                    retry_after: Some(Duration::from_secs(5)),
+                },
+                Code::Pg505,
+            ),
+            (
+                private,
+                LookupError::InvalidManifest { reason: "x".into() },
+                Code::Pg504,
+            ),
+            (
+                private,
+                LookupError::UnsupportedMediaType {
+                    media_type: "x".into(),
+                },
+                Code::Pg403,
+            ),
+        ];
+        for (image, error, code) in cases {
+            assert_eq!(code_for(image, error.clone()), code, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn pg101_names_the_closest_tags() {
+        let image = ImageRef::parse("r.example/app:v1.2.5").unwrap();
+        let error = LookupError::TagNotFound {
+            tag: "v1.2.5".into(),
+            existing_tags: Some(vec!["v1.2.4".into(), "v1.2.3".into()]),
+        };
+        let finding = &lookup_findings(
+            Subject {
+                container: "app",
+                image: "r.example/app:v1.2.5",
+            },
+            &image,
+            &error,
+        )[0];
+        assert!(finding.message.contains("v1.2.4, v1.2.3"), "{}", finding.message);
+        assert!(finding.warning_line().contains("v1.2.4"));
+    }
+}

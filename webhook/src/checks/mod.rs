@@ -1,0 +1,72 @@
+//! Checks: pure functions from what is known about one container image to findings.
+//!
+//! Each family lives in its own file; none of them performs I/O, so every rule is table-tested.
+//! Findings are built with the code's default severity; `grade` applies the configuration last.
+
+mod lookup;
+mod manifest;
+mod reference;
+
+pub use self::{lookup::lookup_findings, manifest::manifest_findings, reference::reference_findings};
+use crate::{
+    config::Config,
+    finding::{Code, Finding},
+};
+
+/// The container under check, as the manifest names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub container: &'a str,
+    pub image: &'a str,
+}
+
+impl Subject<'_> {
+    fn finding(&self, code: Code, summary: impl Into<String>, message: impl Into<String>) -> Finding {
+        Finding {
+            code,
+            severity: code.default_severity(),
+            container: self.container.to_string(),
+            image: self.image.to_string(),
+            summary: summary.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Applies configured severities and drops silenced codes.
+pub fn grade(findings: Vec<Finding>, config: &Config) -> Vec<Finding> {
+    findings
+        .into_iter()
+        .filter_map(|mut finding| {
+            finding.severity = config.severity_of(finding.code)?;
+            Some(finding)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Grade, finding::Severity};
+
+    #[test]
+    fn grading_regrades_and_silences() {
+        let subject = Subject {
+            container: "app",
+            image: "nginx",
+        };
+        let findings = vec![
+            subject.finding(Code::Pg601, "s", "m"),
+            subject.finding(Code::Pg603, "s", "m"),
+            subject.finding(Code::Pg101, "s", "m"),
+        ];
+        let mut config = Config::default();
+        config.findings.insert(Code::Pg601, Grade::Off);
+        config.findings.insert(Code::Pg603, Grade::Error);
+        let graded = grade(findings, &config);
+        assert_eq!(graded.len(), 2);
+        assert_eq!(graded[0].code, Code::Pg603);
+        assert_eq!(graded[0].severity, Severity::Error);
+        assert_eq!(graded[1].severity, Severity::Error);
+    }
+}

@@ -1,0 +1,305 @@
+//! Registry credentials: docker config JSON parsing and the kubelet's keyring matching rules.
+//!
+//! A `Credential` never prints its secret: `Debug` is redacted and the only stable handle on it
+//! is `identity()`, a hash used in cache keys so that a lookup made with one tenant's secret is
+//! never reused for another's.
+
+use std::{collections::BTreeMap, fmt};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::{glob, reference::ImageRef};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("not valid docker config JSON: {0}")]
+    Json(String),
+    #[error("entry {key:?}: the auth field is not base64 of user:password")]
+    BadAuth { key: String },
+    #[error("entry {key:?}: no username/password or auth field")]
+    Empty { key: String },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    username: String,
+    password: String,
+    /// Where it came from, for reports ("secret shop/regcred", "~/.docker/config.json").
+    source: String,
+    /// The docker config key it was stored under.
+    key: String,
+}
+
+impl Credential {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Credential {
+        Credential {
+            username: username.into(),
+            password: password.into(),
+            source: String::new(),
+            key: String::new(),
+        }
+    }
+
+    pub fn with_origin(mut self, source: impl Into<String>, key: impl Into<String>) -> Credential {
+        self.source = source.into();
+        self.key = key.into();
+        self
+    }
+
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A short, one-way handle: equal credentials share cache entries, different ones never do.
+    pub fn identity(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.username.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.password.as_bytes());
+        hex::encode(&hasher.finalize()[..12])
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("source", &self.source)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct DockerConfigJson {
+    #[serde(default)]
+    auths: BTreeMap<String, AuthEntry>,
+}
+
+#[derive(Deserialize, Default)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// The keyring: credentials indexed the way the kubelet indexes them.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    entries: Vec<(String, Credential)>,
+}
+
+impl Keyring {
+    /// `.dockerconfigjson` (`{"auths": {...}}`) or the legacy `.dockercfg` (the map itself).
+    pub fn from_docker_config(json: &[u8], source: &str) -> Result<Keyring, CredentialError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|error| CredentialError::Json(error.to_string()))?;
+        let auths: BTreeMap<String, AuthEntry> = if value.get("auths").is_some() {
+            let config: DockerConfigJson =
+                serde_json::from_value(value).map_err(|error| CredentialError::Json(error.to_string()))?;
+            config.auths
+        } else if value.is_object() {
+            serde_json::from_value(value).map_err(|error| CredentialError::Json(error.to_string()))?
+        } else {
+            return Err(CredentialError::Json("expected a JSON object".to_string()));
+        };
+        let mut keyring = Keyring::default();
+        for (key, entry) in auths {
+            let credential = decode_entry(&key, &entry)?.with_origin(source, key.clone());
+            keyring.add(&key, credential);
+        }
+        Ok(keyring)
+    }
+
+    pub fn add(&mut self, key: &str, credential: Credential) {
+        self.entries.push((index_key(key), credential));
+        // The kubelet walks its index in reverse lexical order, so more specific paths come first.
+        self.entries.sort_by(|a, b| b.0.cmp(&a.0));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(_, credential)| credential.key())
+    }
+
+    /// Every credential the kubelet would try for this image, in its order.
+    pub fn lookup(&self, image: &ImageRef) -> Vec<&Credential> {
+        let name = image.name();
+        let mut found: Vec<&Credential> = self
+            .entries
+            .iter()
+            .filter(|(key, _)| url_matches(key, &name))
+            .map(|(_, credential)| credential)
+            .collect();
+        if found.is_empty() && image.is_docker_hub() {
+            found = self
+                .entries
+                .iter()
+                .filter(|(key, _)| key == "index.docker.io")
+                .map(|(_, credential)| credential)
+                .collect();
+        }
+        found
+    }
+}
+
+fn decode_entry(key: &str, entry: &AuthEntry) -> Result<Credential, CredentialError> {
+    if let (Some(username), Some(password)) = (&entry.username, &entry.password)
+        && !username.is_empty()
+    {
+        return Ok(Credential::new(username.clone(), password.clone()));
+    }
+    let Some(auth) = entry.auth.as_deref().filter(|auth| !auth.is_empty()) else {
+        return Err(CredentialError::Empty { key: key.to_string() });
+    };
+    let decoded = STANDARD
+        .decode(auth.trim())
+        .map_err(|_| CredentialError::BadAuth { key: key.to_string() })?;
+    let text = String::from_utf8(decoded).map_err(|_| CredentialError::BadAuth { key: key.to_string() })?;
+    let (username, password) = text
+        .split_once(':')
+        .ok_or_else(|| CredentialError::BadAuth { key: key.to_string() })?;
+    Ok(Credential::new(username, password))
+}
+
+/// Normalises a docker config key the way the kubelet does: scheme dropped, `/v1/` or `/v2/` prefix
+/// of the path dropped, host plus any remaining path.
+fn index_key(key: &str) -> String {
+    let without_scheme = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let (host, path) = match without_scheme.find('/') {
+        Some(slash) => (&without_scheme[..slash], &without_scheme[slash..]),
+        None => (without_scheme, ""),
+    };
+    let path = path
+        .strip_prefix("/v2/")
+        .or_else(|| path.strip_prefix("/v1/"))
+        .map_or(path, |rest| rest);
+    let path = path.trim_start_matches('/');
+    if path.is_empty() {
+        host.to_string()
+    } else {
+        format!("{host}/{path}")
+    }
+}
+
+/// The kubelet's URLsMatch: per-label globs on the host, equal ports, path prefix.
+fn url_matches(key: &str, image_name: &str) -> bool {
+    let (key_host, key_path) = key.split_once('/').unwrap_or((key, ""));
+    let (image_host, image_path) = image_name.split_once('/').unwrap_or((image_name, ""));
+    glob::host_matches(key_host, image_host) && image_path.starts_with(key_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring(json: &str) -> Keyring {
+        Keyring::from_docker_config(json.as_bytes(), "test").unwrap()
+    }
+
+    fn image(text: &str) -> ImageRef {
+        ImageRef::parse(text).unwrap()
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let credential = Credential::new("robot", "s3cr3t-value");
+        let printed = format!("{credential:?}");
+        assert!(!printed.contains("s3cr3t-value"));
+        assert!(printed.contains("redacted"));
+        assert_ne!(
+            credential.identity(),
+            Credential::new("robot", "other").identity()
+        );
+        assert!(!credential.identity().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn auth_and_username_password_forms() {
+        let auth = STANDARD.encode("u1:p:1");
+        let ring = keyring(&format!(
+            r#"{{"auths": {{"a.example": {{"auth": "{auth}"}}, "b.example": {{"username": "u2", "password": "p2"}}}}}}"#
+        ));
+        assert_eq!(
+            ring.lookup(&image("a.example/x")).first().unwrap().password(),
+            "p:1"
+        );
+        assert_eq!(
+            ring.lookup(&image("b.example/x")).first().unwrap().username(),
+            "u2"
+        );
+        assert!(ring.lookup(&image("c.example/x")).is_empty());
+    }
+
+    #[test]
+    fn legacy_dockercfg_is_the_bare_map() {
+        let ring = keyring(r#"{"a.example": {"username": "u", "password": "p"}}"#);
+        assert_eq!(ring.lookup(&image("a.example/x")).len(), 1);
+    }
+
+    #[test]
+    fn bad_entries_are_errors() {
+        assert!(matches!(
+            Keyring::from_docker_config(br#"{"auths": {"a": {"auth": "!!"}}}"#, "t"),
+            Err(CredentialError::BadAuth { .. })
+        ));
+        assert!(matches!(
+            Keyring::from_docker_config(br#"{"auths": {"a": {}}}"#, "t"),
+            Err(CredentialError::Empty { .. })
+        ));
+        assert!(Keyring::from_docker_config(b"[]", "t").is_err());
+        assert!(Keyring::from_docker_config(b"{", "t").is_err());
+    }
+
+    #[test]
+    fn kubelet_matching_rules() {
+        let ring = keyring(
+            r#"{"auths": {
+                "https://index.docker.io/v1/": {"username": "hub", "password": "p"},
+                "*.corp.example": {"username": "glob", "password": "p"},
+                "registry.example.com:5443/team": {"username": "team", "password": "p"},
+                "registry.example.com:5443": {"username": "any", "password": "p"}
+            }}"#,
+        );
+        let users = |reference: &str| -> Vec<String> {
+            ring.lookup(&image(reference))
+                .iter()
+                .map(|c| c.username().to_string())
+                .collect()
+        };
+        assert_eq!(users("nginx"), vec!["hub"]);
+        assert_eq!(users("docker.io/bitnami/redis"), vec!["hub"]);
+        assert_eq!(users("r.corp.example/app"), vec!["glob"]);
+        assert!(users("a.r.corp.example/app").is_empty());
+        assert_eq!(
+            users("registry.example.com:5443/team/web:v1"),
+            vec!["team", "any"]
+        );
+        assert_eq!(users("registry.example.com:5443/other/web"), vec!["any"]);
+        assert!(users("registry.example.com/team/web").is_empty());
+    }
+}

@@ -1,0 +1,195 @@
+//! Findings: what pullguard reports about one container image.
+//!
+//! Codes are part of the public contract (users silence or re-grade them by code), so the
+//! enum's string form never changes once released.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+macro_rules! codes {
+    ($($variant:ident => $text:literal, $default:ident, $title:literal;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code { $($variant,)* }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $text,)* }
+            }
+
+            pub fn default_severity(self) -> Severity {
+                match self { $(Code::$variant => Severity::$default,)* }
+            }
+
+            /// One line for the README table and `--help` output.
+            pub fn title(self) -> &'static str {
+                match self { $(Code::$variant => $title,)* }
+            }
+        }
+
+        impl FromStr for Code {
+            type Err = UnknownCode;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s.to_ascii_uppercase().as_str() {
+                    $($text => Ok(Code::$variant),)*
+                    _ => Err(UnknownCode(s.to_string())),
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    Pg100 => "PG100", Error, "image reference is not valid (kubelet: InvalidImageName)";
+    Pg101 => "PG101", Error, "tag not found in the repository";
+    Pg102 => "PG102", Error, "digest not found";
+    Pg103 => "PG103", Error, "repository not found, or no pull access";
+    Pg201 => "PG201", Error, "registry requires credentials and none are provided";
+    Pg202 => "PG202", Error, "a named imagePullSecret does not exist";
+    Pg203 => "PG203", Error, "a pull secret is malformed or of the wrong type";
+    Pg204 => "PG204", Error, "pull secrets exist but none matches this registry";
+    Pg205 => "PG205", Error, "credentials rejected by the registry (401)";
+    Pg206 => "PG206", Error, "access denied (403)";
+    Pg301 => "PG301", Error, "no platform of the image runs on the candidate nodes";
+    Pg302 => "PG302", Warning, "some candidate nodes cannot run the image";
+    Pg303 => "PG303", Error, "Windows image os.version incompatible with the nodes";
+    Pg401 => "PG401", Error, "Docker schema 1 manifest (containerd 2.x refuses it)";
+    Pg402 => "PG402", Error, "config media type application/octet-stream";
+    Pg403 => "PG403", Error, "reference is not a runnable container image";
+    Pg501 => "PG501", Warning, "registry unreachable (DNS, connect, timeout)";
+    Pg502 => "PG502", Error, "registry speaks plain HTTP and is not configured as insecure";
+    Pg503 => "PG503", Error, "registry TLS certificate not trusted";
+    Pg504 => "PG504", Warning, "registry error (5xx, invalid response)";
+    Pg505 => "PG505", Warning, "registry rate limit (429)";
+    Pg601 => "PG601", Warning, "mutable tag: latest, or no tag";
+    Pg602 => "PG602", Warning, "image larger than the configured limit";
+    Pg603 => "PG603", Info, "empty or duplicate layers";
+    Pg604 => "PG604", Info, "Docker Hub image pulled anonymously";
+}
+
+impl Code {
+    /// Findings that say the registry could not answer, as opposed to a definite answer about the image.
+    pub fn is_registry_unavailable(self) -> bool {
+        matches!(self, Code::Pg501 | Code::Pg504 | Code::Pg505)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown finding code {0:?} (codes are PG100..PG604, see the README)")]
+pub struct UnknownCode(pub String);
+
+/// One problem (or notice) about one container's image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub code: Code,
+    pub severity: Severity,
+    pub container: String,
+    pub image: String,
+    /// Short form for kubectl `Warning:` lines (kept well under the API server's 256-character cut).
+    #[serde(skip)]
+    pub summary: String,
+    /// What is wrong, why the pull fails, and how to fix it.
+    pub message: String,
+}
+
+impl Finding {
+    /// The warning line kubectl prints: code, container and the short summary.
+    pub fn warning_line(&self) -> String {
+        let line = format!("{} {}: {}", self.code, self.container, self.summary);
+        truncate_chars(&line, 240)
+    }
+
+    /// The deny-message line: code, container, image, full message.
+    pub fn deny_line(&self) -> String {
+        format!(
+            "{} container {:?} (image {}): {}",
+            self.code, self.container, self.image, self.message
+        )
+    }
+}
+
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()));
+            assert_eq!(code.as_str().parse::<Code>().unwrap(), *code);
+            assert_eq!(code.as_str().to_lowercase().parse::<Code>().unwrap(), *code);
+        }
+        assert!("PG999".parse::<Code>().is_err());
+    }
+
+    #[test]
+    fn defaults_follow_the_design_table() {
+        assert_eq!(Code::Pg101.default_severity(), Severity::Error);
+        assert_eq!(Code::Pg501.default_severity(), Severity::Warning);
+        assert_eq!(Code::Pg603.default_severity(), Severity::Info);
+        assert!(Code::Pg505.is_registry_unavailable());
+        assert!(!Code::Pg503.is_registry_unavailable());
+    }
+
+    #[test]
+    fn warning_lines_are_short() {
+        let finding = Finding {
+            code: Code::Pg101,
+            severity: Severity::Error,
+            container: "app".into(),
+            image: "x".into(),
+            summary: "y".repeat(500),
+            message: String::new(),
+        };
+        assert!(finding.warning_line().chars().count() <= 240);
+    }
+}

@@ -1,0 +1,450 @@
+//! Registry facts: resolve an image reference to what its manifest says, with cached,
+//! coalesced lookups.
+//!
+//! Request economy, which is what keeps Docker Hub's pull limit and a slow registry out of the
+//! admission path:
+//! - a tag never seen before costs one manifest GET (the body carries the digest), plus the config
+//!   blob for a single-platform image (its platform lives there, never assumed to be linux/amd64);
+//! - a tag seen before whose entry expired is revalidated with a HEAD (not rate-limited on Docker
+//!   Hub); an unchanged digest reuses the long-lived digest entry;
+//! - a 404 from HEAD is confirmed by a GET, and a 404 from GET by the tag list, before any
+//!   "not found" finding;
+//! - concurrent lookups of one key share one request (moka `try_get_with`);
+//! - cache keys carry the credential identity, so one tenant's answer never serves another.
+
+pub mod error;
+pub mod manifest;
+pub mod transport;
+
+use std::{sync::Arc, time::Duration};
+
+use moka::{Expiry, future::Cache};
+use sha2::{Digest, Sha256};
+
+use self::manifest::{ConfigPlatform, Parsed};
+pub use self::{
+    error::LookupError,
+    manifest::{ImageFacts, ManifestKind, Platform},
+    transport::{Endpoint, Transport, TransportBuildError},
+};
+use crate::{config::Config, credentials::Credential, reference::ImageRef};
+
+#[derive(Clone)]
+enum Entry {
+    Found(Arc<ImageFacts>, Duration),
+    Missing(LookupError, Duration),
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, Entry> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match value {
+            Entry::Found(_, ttl) | Entry::Missing(_, ttl) => *ttl,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ttls {
+    tag: Duration,
+    digest: Duration,
+    miss: Duration,
+}
+
+/// Resolves images; cheap to share behind an `Arc`.
+pub struct Registry {
+    transport: Transport,
+    lookups: Cache<String, Entry>,
+    /// Last digest seen per tag key, kept as long as digests, so an expired tag costs a HEAD.
+    tag_digests: Cache<String, String>,
+    ttls: Ttls,
+}
+
+const MAX_SUGGESTIONS: usize = 3;
+
+impl Registry {
+    pub fn new(config: &Config) -> Result<Registry, TransportBuildError> {
+        let lookups = Cache::builder()
+            .max_capacity(config.cache.max_entries)
+            .expire_after(EntryExpiry)
+            .build();
+        let tag_digests = Cache::builder()
+            .max_capacity(config.cache.max_entries)
+            .time_to_live(config.cache.digest_ttl.0)
+            .build();
+        Ok(Registry {
+            transport: Transport::new(config)?,
+            lookups,
+            tag_digests,
+            ttls: Ttls {
+                tag: config.cache.tag_ttl.0,
+                digest: config.cache.digest_ttl.0,
+                miss: config.cache.miss_ttl.0,
+            },
+        })
+    }
+
+    pub fn cached_entries(&self) -> u64 {
+        self.lookups.entry_count()
+    }
+
+    /// Facts about the image, from the cache or the registry.
+    pub async fn resolve(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+    ) -> Result<Arc<ImageFacts>, LookupError> {
+        let endpoint = Endpoint {
+            registry: image.registry(),
+            api_host: image.api_host(),
+            repository: image.repository(),
+            credential,
+        };
+        match image.digest() {
+            Some(digest) => self.by_digest(&endpoint, &image.name(), digest).await,
+            None => {
+                self.by_tag(
+                    &endpoint,
+                    &image.name(),
+                    image.effective_tag().unwrap_or("latest"),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn by_tag(
+        &self,
+        endpoint: &Endpoint<'_>,
+        name: &str,
+        tag: &str,
+    ) -> Result<Arc<ImageFacts>, LookupError> {
+        let key = cache_key(name, ":", tag, endpoint.credential);
+        let entry = self
+            .lookups
+            .try_get_with(key.clone(), async {
+                let outcome = self.fetch_tag(endpoint, name, tag, &key).await;
+                into_entry(outcome, self.ttls.tag, self.ttls.miss)
+            })
+            .await
+            .map_err(|error| (*error).clone())?;
+        from_entry(entry)
+    }
+
+    async fn by_digest(
+        &self,
+        endpoint: &Endpoint<'_>,
+        name: &str,
+        digest: &str,
+    ) -> Result<Arc<ImageFacts>, LookupError> {
+        let key = cache_key(name, "@", digest, endpoint.credential);
+        let entry = self
+            .lookups
+            .try_get_with(key, async {
+                let outcome = self.fetch_digest(endpoint, digest).await;
+                into_entry(outcome, self.ttls.digest, self.ttls.miss)
+            })
+            .await
+            .map_err(|error| (*error).clone())?;
+        from_entry(entry)
+    }
+
+    async fn fetch_tag(
+        &self,
+        endpoint: &Endpoint<'_>,
+        name: &str,
+        tag: &str,
+        tag_key: &str,
+    ) -> Result<Arc<ImageFacts>, LookupError> {
+        if let Some(known) = self.tag_digests.get(tag_key).await {
+            let head = self.transport.head_manifest(endpoint, tag).await?;
+            if !head.is_not_found()
+                && let Some(digest) = head.digest
+            {
+                if digest == known {
+                    let digest_key = cache_key(name, "@", &digest, endpoint.credential);
+                    if let Some(Entry::Found(facts, _)) = self.lookups.get(&digest_key).await {
+                        return Ok(facts);
+                    }
+                }
+                let facts = self.by_digest(endpoint, name, &digest).await?;
+                self.tag_digests.insert(tag_key.to_string(), digest).await;
+                return Ok(facts);
+            }
+            // A HEAD that says "not found" (or gives no digest) is confirmed by the GET below.
+        }
+        let reply = self.transport.get_manifest(endpoint, tag).await?;
+        if reply.is_not_found() {
+            return Err(self.explain_missing_tag(endpoint, tag).await);
+        }
+        let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body)?;
+        let digest = verified_digest(&media_type, reply.digest.as_deref(), &reply.body, None)?;
+        let facts = Arc::new(
+            self.facts_from(endpoint, &digest, &media_type, &reply.body)
+                .await?,
+        );
+        let digest_key = cache_key(name, "@", &digest, endpoint.credential);
+        self.lookups
+            .insert(digest_key, Entry::Found(facts.clone(), self.ttls.digest))
+            .await;
+        self.tag_digests.insert(tag_key.to_string(), digest).await;
+        Ok(facts)
+    }
+
+    async fn fetch_digest(
+        &self,
+        endpoint: &Endpoint<'_>,
+        digest: &str,
+    ) -> Result<Arc<ImageFacts>, LookupError> {
+        let reply = self.transport.get_manifest(endpoint, digest).await?;
+        if reply.is_not_found() {
+            return Err(match reply.error_code.as_deref() {
+                Some("NAME_UNKNOWN") => LookupError::RepositoryNotFound,
+                _ => LookupError::DigestNotFound {
+                    digest: digest.to_string(),
+                },
+            });
+        }
+        let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body)?;
+        let digest = verified_digest(&media_type, reply.digest.as_deref(), &reply.body, Some(digest))?;
+        Ok(Arc::new(
+            self.facts_from(endpoint, &digest, &media_type, &reply.body)
+                .await?,
+        ))
+    }
+
+    /// A missing tag: the tag list tells a missing repository from a missing tag and gives the
+    /// closest tags to suggest. A tag list we cannot read still leaves a definite "not found".
+    async fn explain_missing_tag(&self, endpoint: &Endpoint<'_>, tag: &str) -> LookupError {
+        match self.transport.list_tags(endpoint).await {
+            Ok(tags) => LookupError::TagNotFound {
+                tag: tag.to_string(),
+                existing_tags: Some(closest_tags(tag, tags)),
+            },
+            Err(LookupError::RepositoryNotFound) => LookupError::RepositoryNotFound,
+            Err(_) => LookupError::TagNotFound {
+                tag: tag.to_string(),
+                existing_tags: None,
+            },
+        }
+    }
+
+    async fn facts_from(
+        &self,
+        endpoint: &Endpoint<'_>,
+        digest: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<ImageFacts, LookupError> {
+        let parsed = manifest::parse(media_type, body)?;
+        let mut facts = ImageFacts {
+            digest: digest.to_string(),
+            media_type: media_type.to_string(),
+            kind: ManifestKind::OciManifest,
+            platforms: Vec::new(),
+            config_media_type: None,
+            artifact_type: None,
+            compressed_size: None,
+            layers: Vec::new(),
+        };
+        match parsed {
+            Parsed::Index {
+                kind,
+                artifact_type,
+                entries,
+            } => {
+                facts.kind = kind;
+                facts.artifact_type = artifact_type;
+                facts.platforms = entries.into_iter().filter_map(|entry| entry.platform).collect();
+                facts.platforms.sort();
+                facts.platforms.dedup();
+            }
+            Parsed::Image {
+                kind,
+                config_media_type,
+                config_digest,
+                artifact_type,
+                layers,
+            } => {
+                facts.kind = kind;
+                facts.compressed_size = Some(layers.iter().map(|layer| layer.size).sum());
+                facts.layers = layers;
+                let runnable_config = artifact_type.is_none()
+                    && [
+                        manifest::OCI_CONFIG,
+                        manifest::DOCKER_CONFIG,
+                        manifest::OCTET_STREAM,
+                    ]
+                    .contains(&config_media_type.as_str());
+                facts.artifact_type = artifact_type;
+                facts.config_media_type = Some(config_media_type);
+                if runnable_config {
+                    facts.platforms = self
+                        .config_platform(endpoint, &config_digest)
+                        .await?
+                        .into_iter()
+                        .collect();
+                }
+            }
+            Parsed::Schema1 { architecture, layers } => {
+                facts.kind = ManifestKind::DockerSchema1;
+                facts.layers = layers;
+                if !architecture.is_empty() {
+                    facts.platforms = vec![Platform {
+                        os: "linux".into(),
+                        architecture,
+                        variant: None,
+                        os_version: None,
+                    }];
+                }
+            }
+        }
+        Ok(facts)
+    }
+
+    /// The platform of a single-manifest image lives in its config blob.
+    async fn config_platform(
+        &self,
+        endpoint: &Endpoint<'_>,
+        digest: &str,
+    ) -> Result<Option<Platform>, LookupError> {
+        let reply = self.transport.get_blob(endpoint, digest).await?;
+        if reply.is_not_found() {
+            return Err(LookupError::InvalidManifest {
+                reason: format!("config blob {digest} is missing"),
+            });
+        }
+        if content_digest(&reply.body) != digest && digest.starts_with("sha256:") {
+            return Err(LookupError::RegistryFailure {
+                status: None,
+                reason: format!("config blob does not match its digest {digest}"),
+            });
+        }
+        Ok(ConfigPlatform::parse(&reply.body))
+    }
+}
+
+fn cache_key(name: &str, separator: &str, reference: &str, credential: Option<&Credential>) -> String {
+    let identity = credential.map(Credential::identity);
+    format!(
+        "{name}{separator}{reference}#{}",
+        identity.as_deref().unwrap_or("anonymous")
+    )
+}
+
+fn into_entry(
+    outcome: Result<Arc<ImageFacts>, LookupError>,
+    found_ttl: Duration,
+    miss_ttl: Duration,
+) -> Result<Entry, LookupError> {
+    match outcome {
+        Ok(facts) => Ok(Entry::Found(facts, found_ttl)),
+        Err(error) if error.is_definite() => Ok(Entry::Missing(error, miss_ttl)),
+        Err(error) => Err(error),
+    }
+}
+
+fn from_entry(entry: Entry) -> Result<Arc<ImageFacts>, LookupError> {
+    match entry {
+        Entry::Found(facts, _) => Ok(facts),
+        Entry::Missing(error, _) => Err(error),
+    }
+}
+
+fn content_digest(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// The digest of a manifest, checked against what we asked for and what the registry claims.
+/// Signed schema 1 manifests are the exception: their digest covers the payload without the
+/// signatures, so the registry's header is trusted for them.
+fn verified_digest(
+    media_type: &str,
+    header: Option<&str>,
+    body: &[u8],
+    requested: Option<&str>,
+) -> Result<String, LookupError> {
+    let schema1 = media_type == manifest::DOCKER_SCHEMA1_SIGNED || media_type == manifest::DOCKER_SCHEMA1;
+    let computed = content_digest(body);
+    let lie = |what: &str, claimed: &str| LookupError::RegistryFailure {
+        status: None,
+        reason: format!("manifest body does not match the {what} digest {claimed}"),
+    };
+    if schema1 {
+        return Ok(header.or(requested).map(str::to_string).unwrap_or(computed));
+    }
+    if let Some(requested) = requested
+        && requested.starts_with("sha256:")
+        && requested != computed
+    {
+        return Err(lie("requested", requested));
+    }
+    if let Some(header) = header
+        && header.starts_with("sha256:")
+        && header != computed
+    {
+        return Err(lie("Docker-Content-Digest", header));
+    }
+    Ok(computed)
+}
+
+/// Up to three existing tags closest to the one asked for, for "did you mean" in PG101.
+pub fn closest_tags(wanted: &str, tags: Vec<String>) -> Vec<String> {
+    let mut scored: Vec<(usize, String)> = tags
+        .into_iter()
+        .map(|tag| (strsim::levenshtein(wanted, &tag), tag))
+        .collect();
+    scored.sort();
+    scored
+        .into_iter()
+        .take(MAX_SUGGESTIONS)
+        .map(|(_, tag)| tag)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_the_closest_three() {
+        let tags = ["v1.2.3", "v1.2.4", "latest", "v2.0.0", "main"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(closest_tags("v1.2.5", tags), vec!["v1.2.3", "v1.2.4", "v2.0.0"]);
+        assert!(closest_tags("x", vec![]).is_empty());
+    }
+
+    #[test]
+    fn digests_are_verified() {
+        let body = b"{}";
+        let good = content_digest(body);
+        assert_eq!(
+            verified_digest(manifest::OCI_MANIFEST, Some(&good), body, Some(&good)).unwrap(),
+            good
+        );
+        assert!(verified_digest(manifest::OCI_MANIFEST, Some("sha256:00"), body, None).is_err());
+        assert!(verified_digest(manifest::OCI_MANIFEST, None, body, Some("sha256:00")).is_err());
+        assert_eq!(
+            verified_digest(manifest::DOCKER_SCHEMA1_SIGNED, Some("sha256:aa"), body, None).unwrap(),
+            "sha256:aa"
+        );
+    }
+
+    #[test]
+    fn keys_separate_credentials() {
+        let a = Credential::new("a", "1");
+        let b = Credential::new("a", "2");
+        assert_ne!(
+            cache_key("n", ":", "t", Some(&a)),
+            cache_key("n", ":", "t", Some(&b))
+        );
+        assert_ne!(cache_key("n", ":", "t", Some(&a)), cache_key("n", ":", "t", None));
+    }
+}
