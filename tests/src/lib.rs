@@ -1,0 +1,3 @@
+pub mod certs;
+pub mod registry;
+pub mod seed;

@@ -1,0 +1,252 @@
+//! AdmissionReview in, AdmissionReview out: decode, pick the pod spec of the kind, decide what
+//! to check, run the core, and build the response from `AdmissionResponse::from(&request)` so
+//! the uid is always the request's.
+
+pub mod workload;
+
+use std::sync::Arc;
+
+use kube::core::{
+    DynamicObject, Status,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use self::workload::{WorkloadKind, changed_containers, containers};
+use crate::{
+    config::Mode,
+    finding::Finding,
+    inspect::{InspectOptions, Inspector},
+    verdict::{self, Verdict},
+};
+
+/// Object annotation that may relax (never tighten) the mode for one workload.
+pub const MODE_ANNOTATION: &str = "pullguard.io/mode";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not an AdmissionReview: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("unsupported AdmissionReview apiVersion {0:?}: only admission.k8s.io/v1 is served")]
+    ApiVersion(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has no uid")]
+    NoUid,
+}
+
+/// Why a request was allowed without any check; recorded in the audit annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    Operation,
+    Kind,
+    Subresource,
+    ExemptNamespace,
+    ControllerOwned,
+    NoObject,
+    NoImageChange,
+}
+
+impl Skip {
+    fn label(self) -> &'static str {
+        match self {
+            Skip::Operation => "operation",
+            Skip::Kind => "kind",
+            Skip::Subresource => "subresource",
+            Skip::ExemptNamespace => "exempt-namespace",
+            Skip::ControllerOwned => "controller-owned",
+            Skip::NoObject => "no-object",
+            Skip::NoImageChange => "no-image-change",
+        }
+    }
+}
+
+/// What was decided for one review; the handler turns it into the response.
+#[derive(Debug)]
+pub enum Outcome {
+    Skipped(Skip),
+    Unreadable(String),
+    Checked {
+        mode: Mode,
+        findings: Vec<Finding>,
+        verdict: Verdict,
+    },
+}
+
+pub struct Admission {
+    inspector: Arc<Inspector>,
+}
+
+impl Admission {
+    pub fn new(inspector: Arc<Inspector>) -> Admission {
+        Admission { inspector }
+    }
+
+    pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_slice(body).map_err(ReviewError::Decode)?;
+        if review.types.api_version != "admission.k8s.io/v1" {
+            return Err(ReviewError::ApiVersion(review.types.api_version));
+        }
+        let request: AdmissionRequest<DynamicObject> =
+            review.try_into().map_err(|_| ReviewError::NoRequest)?;
+        if request.uid.is_empty() {
+            return Err(ReviewError::NoUid);
+        }
+        Ok(request)
+    }
+
+    /// Answers one review. Never fails: every problem past decoding becomes an allowed response
+    /// with a message, by the fail-open rule.
+    pub async fn review(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+    ) -> (AdmissionReview<DynamicObject>, Outcome) {
+        let outcome = self.evaluate(request).await;
+        let mut response = AdmissionResponse::from(request);
+        match &outcome {
+            Outcome::Skipped(skip) => {
+                response
+                    .audit_annotations
+                    .insert("skipped".into(), skip.label().into());
+            }
+            Outcome::Unreadable(reason) => {
+                response.warnings = Some(vec![format!("pullguard could not check this object: {reason}")]);
+                response.audit_annotations.insert("error".into(), reason.clone());
+            }
+            Outcome::Checked { verdict, .. } => {
+                response.allowed = verdict.allowed;
+                if let Some(message) = &verdict.message {
+                    response.result = Status::failure(message, "Forbidden").with_code(403);
+                }
+                if !verdict.warnings.is_empty() {
+                    response.warnings = Some(verdict.warnings.clone());
+                }
+                response
+                    .audit_annotations
+                    .extend(verdict.audit_annotations.clone());
+            }
+        }
+        (response.into_review(), outcome)
+    }
+
+    async fn evaluate(&self, request: &AdmissionRequest<DynamicObject>) -> Outcome {
+        let config = self.inspector.config();
+        if !matches!(request.operation, Operation::Create | Operation::Update) {
+            return Outcome::Skipped(Skip::Operation);
+        }
+        let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
+            return Outcome::Skipped(Skip::Kind);
+        };
+        // The ephemeralcontainers subresource carries the whole Pod; scale, status and the rest carry no new image.
+        if request
+            .sub_resource
+            .as_deref()
+            .is_some_and(|sub| sub != "ephemeralcontainers")
+        {
+            return Outcome::Skipped(Skip::Subresource);
+        }
+        if request
+            .namespace
+            .as_deref()
+            .is_some_and(|namespace| config.is_exempt_namespace(namespace))
+        {
+            return Outcome::Skipped(Skip::ExemptNamespace);
+        }
+        let Some(object) = &request.object else {
+            return Outcome::Skipped(Skip::NoObject);
+        };
+        let controller_owned = object
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|owner| owner.controller == Some(true));
+        if kind == WorkloadKind::Pod && controller_owned && !config.check_controller_pods {
+            return Outcome::Skipped(Skip::ControllerOwned);
+        }
+        let spec = match kind.pod_spec(&object.data) {
+            Ok(spec) => spec,
+            Err(error) => return Outcome::Unreadable(error.to_string()),
+        };
+        let mut wanted = containers(&spec);
+        if request.operation == Operation::Update
+            && let Some(old) = &request.old_object
+            && let Ok(old_spec) = kind.pod_spec(&old.data)
+        {
+            wanted = changed_containers(wanted, &containers(&old_spec));
+        }
+        if wanted.is_empty() {
+            return Outcome::Skipped(Skip::NoImageChange);
+        }
+        let mode = effective_mode(config.mode, object);
+        let deadline = Instant::now() + config.deadline.0;
+        let inspection = self
+            .inspector
+            .inspect(
+                &wanted,
+                InspectOptions {
+                    offline: false,
+                    deadline,
+                },
+            )
+            .await;
+        let verdict = verdict::decide(mode, &inspection.findings);
+        Outcome::Checked {
+            mode,
+            findings: inspection.findings,
+            verdict,
+        }
+    }
+}
+
+/// The object's annotation may only relax the configured mode; an unknown value is ignored.
+fn effective_mode(configured: Mode, object: &DynamicObject) -> Mode {
+    let requested = object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(MODE_ANNOTATION));
+    match requested.map(|value| value.parse::<Mode>()) {
+        Some(Ok(mode)) => configured.min(mode),
+        Some(Err(error)) => {
+            warn!(%error, "ignoring invalid {MODE_ANNOTATION} annotation");
+            configured
+        }
+        None => configured,
+    }
+}
+
+/// One log line per admission, with the identifiers an operator greps for.
+pub fn log_outcome(request: &AdmissionRequest<DynamicObject>, outcome: &Outcome, elapsed_ms: u128) {
+    let namespace = request.namespace.as_deref().unwrap_or("");
+    let (verdict, codes) = match outcome {
+        Outcome::Skipped(skip) => (skip.label().to_string(), String::new()),
+        Outcome::Unreadable(reason) => (format!("unreadable: {reason}"), String::new()),
+        Outcome::Checked {
+            verdict,
+            findings,
+            mode,
+        } => (
+            format!("{}:{}", mode, if verdict.allowed { "allowed" } else { "denied" }),
+            findings
+                .iter()
+                .map(|f| f.code.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
+    info!(
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        operation = ?request.operation,
+        namespace,
+        name = %request.name,
+        dry_run = request.dry_run,
+        verdict,
+        codes,
+        elapsed_ms,
+        "admission"
+    );
+}

@@ -1,0 +1,205 @@
+//! Workload kinds -> the pod spec inside them. Only the pod spec is deserialized (into
+//! k8s-openapi's `PodSpec`); the rest of the object stays untyped.
+
+use k8s_openapi::api::core::v1::PodSpec;
+use serde_json::Value;
+
+use crate::inspect::{ContainerImage, ContainerKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("{kind} has no pod spec at {path}")]
+    MissingSpec { kind: String, path: &'static str },
+    #[error("{kind} pod spec at {path} is malformed: {source}")]
+    Malformed {
+        kind: String,
+        path: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The kinds pullguard understands, with where their pod spec lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    ReplicationController,
+    Job,
+    CronJob,
+}
+
+impl WorkloadKind {
+    /// `None` for kinds (and groups) that carry no pod template: they are allowed untouched.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<WorkloadKind> {
+        Some(match (group, kind) {
+            ("", "Pod") => WorkloadKind::Pod,
+            ("", "ReplicationController") => WorkloadKind::ReplicationController,
+            ("apps", "Deployment") => WorkloadKind::Deployment,
+            ("apps", "StatefulSet") => WorkloadKind::StatefulSet,
+            ("apps", "DaemonSet") => WorkloadKind::DaemonSet,
+            ("apps", "ReplicaSet") => WorkloadKind::ReplicaSet,
+            ("batch", "Job") => WorkloadKind::Job,
+            ("batch", "CronJob") => WorkloadKind::CronJob,
+            _ => return None,
+        })
+    }
+
+    /// From a manifest's `apiVersion` and `kind` (for `check -f`).
+    pub fn from_api_version(api_version: &str, kind: &str) -> Option<WorkloadKind> {
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        WorkloadKind::from_group_kind(group, kind)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "Pod",
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::ReplicaSet => "ReplicaSet",
+            WorkloadKind::ReplicationController => "ReplicationController",
+            WorkloadKind::Job => "Job",
+            WorkloadKind::CronJob => "CronJob",
+        }
+    }
+
+    fn spec_path(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "/spec",
+            WorkloadKind::CronJob => "/spec/jobTemplate/spec/template/spec",
+            _ => "/spec/template/spec",
+        }
+    }
+
+    /// The pod spec of an object of this kind (the whole object, as JSON).
+    pub fn pod_spec(self, object: &Value) -> Result<PodSpec, WorkloadError> {
+        let path = self.spec_path();
+        let spec = object.pointer(path).ok_or_else(|| WorkloadError::MissingSpec {
+            kind: self.name().to_string(),
+            path,
+        })?;
+        <PodSpec as serde::Deserialize>::deserialize(spec).map_err(|source| WorkloadError::Malformed {
+            kind: self.name().to_string(),
+            path,
+            source,
+        })
+    }
+}
+
+/// Every container of the spec with its image, in the order the kubelet starts them.
+pub fn containers(spec: &PodSpec) -> Vec<ContainerImage> {
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| (ContainerKind::Init, &c.name, &c.image));
+    let app = spec
+        .containers
+        .iter()
+        .map(|c| (ContainerKind::App, &c.name, &c.image));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| (ContainerKind::Ephemeral, &c.name, &c.image));
+    init.chain(app)
+        .chain(ephemeral)
+        // The API server rejects a container without an image; a template being edited may lack one.
+        .filter_map(|(kind, name, image)| {
+            image.as_ref().map(|image| ContainerImage {
+                name: name.clone(),
+                image: image.clone(),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// On UPDATE only containers whose image changed (or that are new) are checked: an unrelated
+/// edit must not be blocked by an image that was already running.
+pub fn changed_containers(new: Vec<ContainerImage>, old: &[ContainerImage]) -> Vec<ContainerImage> {
+    new.into_iter()
+        .filter(|container| {
+            !old.iter().any(|previous| {
+                previous.name == container.name
+                    && previous.kind == container.kind
+                    && previous.image == container.image
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn kinds_by_group() {
+        assert_eq!(
+            WorkloadKind::from_group_kind("apps", "Deployment"),
+            Some(WorkloadKind::Deployment)
+        );
+        assert_eq!(WorkloadKind::from_group_kind("", "Deployment"), None);
+        assert_eq!(WorkloadKind::from_group_kind("autoscaling", "Scale"), None);
+        assert_eq!(
+            WorkloadKind::from_api_version("batch/v1", "CronJob"),
+            Some(WorkloadKind::CronJob)
+        );
+        assert_eq!(
+            WorkloadKind::from_api_version("v1", "Pod"),
+            Some(WorkloadKind::Pod)
+        );
+        assert_eq!(WorkloadKind::from_api_version("example.com/v1", "Pod"), None);
+    }
+
+    #[test]
+    fn cronjob_spec_and_container_order() {
+        let object = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
+            "initContainers": [{"name": "i", "image": "busybox"}],
+            "containers": [{"name": "a", "image": "nginx:1"}, {"name": "noimage"}]
+        }}}}}});
+        let spec = WorkloadKind::CronJob.pod_spec(&object).unwrap();
+        let found = containers(&spec);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].kind, ContainerKind::Init);
+        assert_eq!(found[1].image, "nginx:1");
+    }
+
+    #[test]
+    fn malformed_and_missing_specs() {
+        assert!(matches!(
+            WorkloadKind::Deployment.pod_spec(&json!({"spec": {}})),
+            Err(WorkloadError::MissingSpec { .. })
+        ));
+        assert!(matches!(
+            WorkloadKind::Pod.pod_spec(&json!({"spec": {"containers": "nope"}})),
+            Err(WorkloadError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn only_changed_images_on_update() {
+        let container = |name: &str, image: &str| ContainerImage {
+            name: name.into(),
+            image: image.into(),
+            kind: ContainerKind::App,
+        };
+        let old = vec![container("a", "x:1"), container("b", "y:1")];
+        let new = vec![
+            container("a", "x:1"),
+            container("b", "y:2"),
+            container("c", "z:1"),
+        ];
+        let changed = changed_containers(new, &old);
+        assert_eq!(
+            changed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            vec!["b", "c"]
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Reading manifests for `check -f`: multi-document YAML or JSON, `List` objects expanded, every
+//! workload kind reduced to its containers.
+
+use std::{io::Read, path::Path};
+
+use serde_json::Value;
+
+use crate::{
+    admission::workload::{WorkloadKind, containers},
+    inspect::ContainerImage,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {source_name}: {error}")]
+    Read {
+        source_name: String,
+        error: std::io::Error,
+    },
+    #[error("{source_name}: not valid YAML or JSON: {message}")]
+    Parse { source_name: String, message: String },
+    #[error("{source_name}: {workload}: {message}")]
+    Workload {
+        source_name: String,
+        workload: String,
+        message: String,
+    },
+}
+
+/// One workload found in a manifest, with the containers to check.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// `Kind/namespace/name` (or `Kind/name` without a namespace).
+    pub label: String,
+    pub containers: Vec<ContainerImage>,
+}
+
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+pub fn read_source(path: &Path) -> Result<(String, String), ManifestError> {
+    let source_name = path.display().to_string();
+    let mut text = String::new();
+    let result = if path == Path::new("-") {
+        std::io::stdin()
+            .take(MAX_MANIFEST_BYTES)
+            .read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|file| file.take(MAX_MANIFEST_BYTES).read_to_string(&mut text))
+    };
+    result.map_err(|error| ManifestError::Read {
+        source_name: source_name.clone(),
+        error,
+    })?;
+    Ok((
+        if source_name == "-" {
+            "<stdin>".to_string()
+        } else {
+            source_name
+        },
+        text,
+    ))
+}
+
+pub fn workloads(source_name: &str, text: &str) -> Result<Vec<Workload>, ManifestError> {
+    let documents = parse_documents(source_name, text)?;
+    let mut found = Vec::new();
+    for document in documents {
+        collect(source_name, document, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Value>, ManifestError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        // JSON may hold several objects back to back, as `kubectl get -o json` pipelines produce.
+        let mut documents = Vec::new();
+        for document in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+            documents.push(document.map_err(|error| ManifestError::Parse {
+                source_name: source_name.to_string(),
+                message: error.to_string(),
+            })?);
+        }
+        return Ok(documents);
+    }
+    serde_saphyr::from_multiple::<Value>(text).map_err(|error| ManifestError::Parse {
+        source_name: source_name.to_string(),
+        message: error.to_string(),
+    })
+}
+
+fn collect(source_name: &str, document: Value, found: &mut Vec<Workload>) -> Result<(), ManifestError> {
+    match document {
+        Value::Null => Ok(()),
+        Value::Array(items) => items
+            .into_iter()
+            .try_for_each(|item| collect(source_name, item, found)),
+        Value::Object(ref object) => {
+            let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+            if kind == "List" || kind.ends_with("List") && object.get("items").is_some() {
+                let items = object
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                return items
+                    .into_iter()
+                    .try_for_each(|item| collect(source_name, item, found));
+            }
+            let api_version = object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let Some(workload_kind) = WorkloadKind::from_api_version(api_version, kind) else {
+                return Ok(());
+            };
+            let name = document
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("<unnamed>");
+            let label = match document.pointer("/metadata/namespace").and_then(Value::as_str) {
+                Some(namespace) => format!("{kind}/{namespace}/{name}"),
+                None => format!("{kind}/{name}"),
+            };
+            let spec = workload_kind
+                .pod_spec(&document)
+                .map_err(|error| ManifestError::Workload {
+                    source_name: source_name.to_string(),
+                    workload: label.clone(),
+                    message: error.to_string(),
+                })?;
+            found.push(Workload {
+                label,
+                containers: containers(&spec),
+            });
+            Ok(())
+        }
+        _ => Err(ManifestError::Parse {
+            source_name: source_name.to_string(),
+            message: "a document is neither an object nor a list".to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_with_a_list_and_a_service() {
+        let text = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec:
+  template:
+    spec:
+      containers: [{name: api, image: "registry.example.com/team/api:v2"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: batch/v1
+    kind: CronJob
+    metadata: {name: nightly}
+    spec: {schedule: "@daily", jobTemplate: {spec: {template: {spec: {containers: [{name: c, image: busybox}]}}}}}
+"#;
+        let found = workloads("test.yaml", text).unwrap();
+        let labels: Vec<&str> = found.iter().map(|w| w.label.as_str()).collect();
+        assert_eq!(labels, vec!["Deployment/shop/api", "CronJob/nightly"]);
+        assert_eq!(found[0].containers[0].image, "registry.example.com/team/api:v2");
+    }
+
+    #[test]
+    fn json_documents_and_errors() {
+        let text = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"nginx"}]}}
+{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#;
+        assert_eq!(workloads("t.json", text).unwrap().len(), 1);
+        assert!(matches!(
+            workloads("t.json", "{nope"),
+            Err(ManifestError::Parse { .. })
+        ));
+        assert!(matches!(
+            workloads("t.yaml", "a: [1,"),
+            Err(ManifestError::Parse { .. })
+        ));
+        let broken = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{}}"#;
+        assert!(matches!(
+            workloads("t.json", broken),
+            Err(ManifestError::Workload { .. })
+        ));
+    }
+}

@@ -1,0 +1,241 @@
+//! The core shared by `serve`, `check` and `audit`: containers in, graded findings and per-image
+//! reports out. Every distinct image is resolved once and concurrently, within one deadline.
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures::future::join_all;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::{
+    checks::{self, Subject},
+    config::Config,
+    credentials::{Credential, Keyring},
+    finding::Finding,
+    reference::{ImageRef, ReferenceError},
+    registry::{ImageFacts, LookupError, Registry},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerKind {
+    Init,
+    App,
+    Ephemeral,
+}
+
+/// One container of a pod spec, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerImage {
+    pub name: String,
+    pub image: String,
+    pub kind: ContainerKind,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CredentialReport {
+    pub source: String,
+    pub key: String,
+}
+
+/// What is known about one distinct image (the `images` array of `check --output json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    pub input: String,
+    pub normalized: Option<String>,
+    pub registry: Option<String>,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub resolved_digest: Option<String>,
+    pub credential: Option<CredentialReport>,
+    #[serde(skip)]
+    pub facts: Option<Arc<ImageFacts>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    pub findings: Vec<Finding>,
+    pub images: Vec<ImageReport>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct InspectOptions {
+    /// Static checks only: nothing is sent to any registry.
+    pub offline: bool,
+    pub deadline: Instant,
+}
+
+pub struct Inspector {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    /// Credentials every lookup may use (a docker config given to `check`, or the node's).
+    keyring: Keyring,
+}
+
+struct Resolved {
+    parsed: Result<ImageRef, ReferenceError>,
+    outcome: Option<Result<Arc<ImageFacts>, LookupError>>,
+    credential: Option<CredentialReport>,
+}
+
+impl Inspector {
+    pub fn new(config: Arc<Config>, registry: Arc<Registry>, keyring: Keyring) -> Inspector {
+        Inspector {
+            config,
+            registry,
+            keyring,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub async fn inspect(&self, containers: &[ContainerImage], options: InspectOptions) -> Inspection {
+        let mut distinct: Vec<&str> = Vec::new();
+        for container in containers {
+            if !distinct.contains(&container.image.as_str()) {
+                distinct.push(&container.image);
+            }
+        }
+        let resolved = join_all(distinct.iter().map(|image| self.resolve_one(image, options))).await;
+        let by_image: HashMap<&str, &Resolved> = distinct.iter().copied().zip(resolved.iter()).collect();
+
+        let mut findings = Vec::new();
+        for container in containers {
+            let Some(resolved) = by_image.get(container.image.as_str()) else {
+                continue;
+            };
+            let subject = Subject {
+                container: &container.name,
+                image: &container.image,
+            };
+            findings.extend(self.findings_for(subject, resolved));
+        }
+        let images = distinct
+            .iter()
+            .zip(resolved)
+            .map(|(input, resolved)| report(input, resolved))
+            .collect();
+        Inspection {
+            findings: checks::grade(findings, &self.config),
+            images,
+        }
+    }
+
+    fn findings_for(&self, subject: Subject<'_>, resolved: &Resolved) -> Vec<Finding> {
+        let mut findings = checks::reference_findings(subject, &resolved.parsed);
+        if let (Ok(image), Some(outcome)) = (&resolved.parsed, &resolved.outcome) {
+            match outcome {
+                Ok(facts) => findings.extend(checks::manifest_findings(
+                    subject,
+                    facts,
+                    self.config.max_image_size,
+                )),
+                Err(error) => findings.extend(checks::lookup_findings(subject, image, error)),
+            }
+        }
+        findings
+    }
+
+    async fn resolve_one(&self, input: &str, options: InspectOptions) -> Resolved {
+        let parsed = ImageRef::parse(input);
+        let Ok(image) = &parsed else {
+            return Resolved {
+                parsed,
+                outcome: None,
+                credential: None,
+            };
+        };
+        let credentials = self.keyring.lookup(image);
+        let credential = credentials
+            .first()
+            .map(|credential| credential_report(credential));
+        let exempt = self.config.is_exempt_image(input, Some(&image.normalized()));
+        if options.offline || exempt {
+            return Resolved {
+                parsed,
+                outcome: None,
+                credential,
+            };
+        }
+        let lookup = self.resolve_with(image, &credentials);
+        let (outcome, used) = match tokio::time::timeout_at(options.deadline, lookup).await {
+            Ok(result) => result,
+            Err(_) => (Err(LookupError::Deadline), None),
+        };
+        let credential = used.map(credential_report).or(credential);
+        Resolved {
+            parsed,
+            outcome: Some(outcome),
+            credential,
+        }
+    }
+
+    /// The kubelet tries every matching credential in order until one works; so do we.
+    async fn resolve_with<'a>(
+        &self,
+        image: &ImageRef,
+        credentials: &[&'a Credential],
+    ) -> (Result<Arc<ImageFacts>, LookupError>, Option<&'a Credential>) {
+        if credentials.is_empty() {
+            return (self.registry.resolve(image, None).await, None);
+        }
+        let mut last = None;
+        for credential in credentials {
+            let outcome = self.registry.resolve(image, Some(credential)).await;
+            let rejected = matches!(
+                outcome,
+                Err(LookupError::CredentialsRejected | LookupError::Denied)
+            );
+            if !rejected {
+                return (outcome, Some(credential));
+            }
+            last = Some((outcome, Some(*credential)));
+        }
+        last.unwrap_or((Err(LookupError::AuthRequired), None))
+    }
+}
+
+fn credential_report(credential: &Credential) -> CredentialReport {
+    CredentialReport {
+        source: credential.source().into(),
+        key: credential.key().into(),
+    }
+}
+
+fn report(input: &str, resolved: Resolved) -> ImageReport {
+    let facts = match &resolved.outcome {
+        Some(Ok(facts)) => Some(facts.clone()),
+        _ => None,
+    };
+    match resolved.parsed {
+        Ok(image) => ImageReport {
+            input: input.to_string(),
+            normalized: Some(image.normalized()),
+            registry: Some(image.registry().to_string()),
+            repository: Some(image.repository().to_string()),
+            tag: image.effective_tag().map(str::to_string),
+            digest: image.digest().map(str::to_string),
+            resolved_digest: facts.as_ref().map(|facts| facts.digest.clone()),
+            credential: resolved.credential,
+            facts,
+        },
+        Err(_) => ImageReport {
+            input: input.to_string(),
+            normalized: None,
+            registry: None,
+            repository: None,
+            tag: None,
+            digest: None,
+            resolved_digest: None,
+            credential: None,
+            facts: None,
+        },
+    }
+}

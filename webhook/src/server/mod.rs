@@ -1,0 +1,167 @@
+//! The webhook's HTTPS listener (`POST /validate`) and the plain-HTTP admin listener
+//! (`/livez`, `/readyz`).
+
+pub mod tls;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use axum_server::{Handle, tls_rustls::RustlsConfig};
+use kube::core::admission::AdmissionResponse;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use self::tls::CertStore;
+use crate::admission::{self, Admission};
+
+/// The API server caps request bodies near 3 MiB; anything larger is not a review it sent.
+pub const MAX_BODY_BYTES: usize = 3 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("server stopped: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+pub fn router(admission: Arc<Admission>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(admission)
+}
+
+async fn validate(State(admission): State<Arc<Admission>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let request = match Admission::decode(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            warn!(%error, bytes = body.len(), "undecodable admission review");
+            let review = AdmissionResponse::invalid(error.to_string()).into_review();
+            return (StatusCode::BAD_REQUEST, Json(review)).into_response();
+        }
+    };
+    let (review, outcome) = admission.review(&request).await;
+    admission::log_outcome(&request, &outcome, started.elapsed().as_millis());
+    (StatusCode::OK, Json(review)).into_response()
+}
+
+/// Liveness says the process answers; readiness says it can judge admissions.
+pub fn admin_router(ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(ready): State<Arc<AtomicBool>>| async move {
+                if ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
+        .with_state(ready)
+}
+
+/// A running pair of listeners; dropping it does not stop them, `shutdown` does.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub certs: Arc<CertStore>,
+    handle: Handle<SocketAddr>,
+    admin_handle: Handle<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), std::io::Error>>>,
+}
+
+impl Running {
+    pub fn shutdown(&self) {
+        // In-flight admissions finish; the API server retries nothing, so cutting them would deny by timeout.
+        self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        self.admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
+    }
+
+    /// Waits until both listeners stop (after `shutdown`, or on a fatal error).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(ServerError::Serve(error)),
+                Err(join) => return Err(ServerError::Serve(std::io::Error::other(join.to_string()))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok(listener)
+}
+
+/// Binds both listeners (so a port conflict fails start-up, not the first request) and serves.
+pub fn start(
+    app_router: Router,
+    admin: Router,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    certs: Arc<CertStore>,
+) -> Result<Running, ServerError> {
+    let listener = bind(listen)?;
+    let admin_listener = bind(admin_listen)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr: listen, source })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: admin_listen,
+        source,
+    })?;
+    let rustls = RustlsConfig::from_config(Arc::new(tls::server_config(certs.clone())?));
+    let handle = Handle::new();
+    let admin_handle = Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, rustls)
+        .map_err(|source| ServerError::Bind { addr, source })?
+        .handle(handle.clone());
+    let admin_server = axum_server::from_tcp(admin_listener)
+        .map_err(|source| ServerError::Bind {
+            addr: admin_addr,
+            source,
+        })?
+        .handle(admin_handle.clone());
+    let tasks = vec![
+        tokio::spawn(server.serve(app_router.into_make_service())),
+        tokio::spawn(admin_server.serve(admin.into_make_service())),
+    ];
+    info!(%addr, %admin_addr, "serving");
+    Ok(Running {
+        addr,
+        admin_addr,
+        certs,
+        handle,
+        admin_handle,
+        tasks,
+    })
+}
