@@ -30,18 +30,12 @@ impl TestCa {
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         set_validity(&mut params);
         let key = KeyPair::generate().context("generating the CA key")?;
         let cert = params.self_signed(&key).context("self-signing the CA")?;
-        Ok(Self {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(Self { ca_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     /// Issues a v3 server leaf: Go and rustls both refuse a CA certificate (or a CN without
@@ -74,10 +68,7 @@ impl TestCa {
         set_validity(&mut params);
         let key = KeyPair::generate().context("generating the leaf key")?;
         let cert = params.signed_by(&key, &self.issuer).context("signing the leaf")?;
-        Ok(ServerCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(ServerCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Writes the CA certificate as `<dir>/ca.crt` and returns that path.

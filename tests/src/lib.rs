@@ -1,3 +1,5 @@
 pub mod certs;
+pub mod fake;
 pub mod registry;
 pub mod seed;
+pub mod webhook;

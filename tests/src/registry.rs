@@ -346,9 +346,7 @@ http:
 
     fn log_since(&self, offset: u64) -> String {
         let log = self.log();
-        log.get(usize::try_from(offset).unwrap_or(0)..)
-            .unwrap_or(&log)
-            .to_owned()
+        log.get(usize::try_from(offset).unwrap_or(0)..).unwrap_or(&log).to_owned()
     }
 }
 
@@ -369,9 +367,7 @@ enum Spawn {
 /// (so a mistake in the test CA shows up as a TLS error), and never uses a proxy.
 pub fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30));
+    let mut builder = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30));
     if let Some(pem) = ca_pem {
         builder = builder.tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes())?]);
     }

@@ -140,31 +140,19 @@ impl LayerSpec {
     }
 
     pub fn declared(size: u64) -> Self {
-        Self {
-            declared_size: Some(size),
-            ..Self::default()
-        }
+        Self { declared_size: Some(size), ..Self::default() }
     }
 
     pub fn repeat_previous() -> Self {
-        Self {
-            repeat_previous: true,
-            ..Self::default()
-        }
+        Self { repeat_previous: true, ..Self::default() }
     }
 
     pub fn empty() -> Self {
-        Self {
-            empty: true,
-            ..Self::default()
-        }
+        Self { empty: true, ..Self::default() }
     }
 
     pub fn foreign(url: &str) -> Self {
-        Self {
-            foreign_url: Some(url.to_owned()),
-            ..Self::default()
-        }
+        Self { foreign_url: Some(url.to_owned()), ..Self::default() }
     }
 
     pub fn with_media_type(mut self, media_type: &str) -> Self {
@@ -257,9 +245,7 @@ impl ImageSpec {
     }
 
     pub fn effective_config_media_type(&self) -> &str {
-        self.config_media_type
-            .as_deref()
-            .unwrap_or_else(|| self.format.config_media_type())
+        self.config_media_type.as_deref().unwrap_or_else(|| self.format.config_media_type())
     }
 
     fn platform_label(&self) -> String {
@@ -324,11 +310,7 @@ pub struct PushedImage {
 
 impl PushedImage {
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor {
-            media_type: self.media_type.clone(),
-            digest: self.digest.clone(),
-            size: self.size,
-        }
+        Descriptor { media_type: self.media_type.clone(), digest: self.digest.clone(), size: self.size }
     }
 }
 
@@ -405,11 +387,7 @@ impl Seeder {
             .await
             .with_context(|| format!("starting a blob upload to {repo}"))?;
         if start.status() != StatusCode::ACCEPTED {
-            bail!(
-                "POST /v2/{repo}/blobs/uploads/ -> {}: {}",
-                start.status(),
-                start.text().await?
-            );
+            bail!("POST /v2/{repo}/blobs/uploads/ -> {}: {}", start.status(), start.text().await?);
         }
         let location = start
             .headers()
@@ -427,17 +405,9 @@ impl Seeder {
             .await
             .with_context(|| format!("finishing the blob upload to {repo}"))?;
         if put.status() != StatusCode::CREATED {
-            bail!(
-                "PUT blob {digest} to {repo} -> {}: {}",
-                put.status(),
-                put.text().await?
-            );
+            bail!("PUT blob {digest} to {repo} -> {}: {}", put.status(), put.text().await?);
         }
-        Ok(Descriptor {
-            media_type: media::OCTET_STREAM.to_owned(),
-            digest,
-            size: bytes.len() as u64,
-        })
+        Ok(Descriptor { media_type: media::OCTET_STREAM.to_owned(), digest, size: bytes.len() as u64 })
     }
 
     /// PUTs a manifest as-is under `reference` (a tag or its digest) and returns the
@@ -455,10 +425,7 @@ impl Seeder {
         if media_type != media::SCHEMA1_SIGNED
             && let Some(served) = served
         {
-            ensure!(
-                served == digest,
-                "registry digested {repo}:{reference} as {served}, expected {digest}"
-            );
+            ensure!(served == digest, "registry digested {repo}:{reference} as {served}, expected {digest}");
         }
         Ok(digest)
     }
@@ -471,10 +438,7 @@ impl Seeder {
         body: &[u8],
     ) -> Result<Option<String>> {
         let response = self
-            .request(
-                Method::PUT,
-                self.url(&format!("/v2/{repo}/manifests/{reference}"))?,
-            )
+            .request(Method::PUT, self.url(&format!("/v2/{repo}/manifests/{reference}"))?)
             .header(CONTENT_TYPE, media_type)
             .body(body.to_vec())
             .send()
@@ -493,8 +457,7 @@ impl Seeder {
 
     /// Pushes an image and tags it.
     pub async fn push_image(&self, repo: &str, tag: &str, spec: &ImageSpec) -> Result<PushedImage> {
-        self.push_image_at(repo, Some(tag), spec, &format!("{repo}:{tag}"))
-            .await
+        self.push_image_at(repo, Some(tag), spec, &format!("{repo}:{tag}")).await
     }
 
     /// Pushes an image by digest only (untagged).
@@ -540,11 +503,7 @@ impl Seeder {
                     let media_type = spec.format.foreign_layer_media_type();
                     let digest = sha256_digest(&bytes);
                     (
-                        Descriptor {
-                            media_type: media_type.to_owned(),
-                            digest,
-                            size: bytes.len() as u64,
-                        },
+                        Descriptor { media_type: media_type.to_owned(), digest, size: bytes.len() as u64 },
                         vec![url],
                     )
                 }
@@ -575,10 +534,7 @@ impl Seeder {
         } else {
             image_config(spec, &diff_ids, &label)?
         };
-        let config = self
-            .push_blob(repo, &config_bytes)
-            .await?
-            .with_media_type(config_media_type);
+        let config = self.push_blob(repo, &config_bytes).await?.with_media_type(config_media_type);
 
         let mut manifest = Map::new();
         manifest.insert("schemaVersion".into(), json!(2));
@@ -591,8 +547,7 @@ impl Seeder {
         let body = serde_json::to_vec(&Value::Object(manifest))?;
         let digest = sha256_digest(&body);
         let media_type = spec.format.manifest_media_type();
-        self.push_manifest(repo, tag.unwrap_or(&digest), media_type, &body)
-            .await?;
+        self.push_manifest(repo, tag.unwrap_or(&digest), media_type, &body).await?;
         Ok(PushedImage {
             digest,
             media_type: media_type.to_owned(),
@@ -626,9 +581,7 @@ impl Seeder {
         // Images first: attestations need their subject's digest.
         for (i, entry) in entries.iter().enumerate() {
             if let IndexEntry::Image(spec) = entry {
-                let image = self
-                    .push_image_untagged(repo, spec, &format!("{repo}:{tag}[{i}]"))
-                    .await?;
+                let image = self.push_image_untagged(repo, spec, &format!("{repo}:{tag}[{i}]")).await?;
                 let mut json = image.descriptor().to_json();
                 json["platform"] = spec.platform_json();
                 children[i] = Some((image.descriptor(), json));
@@ -640,9 +593,8 @@ impl Seeder {
                     (Some(IndexEntry::Image(_)), Some(Some((descriptor, _)))) => descriptor.digest.clone(),
                     _ => bail!("index entry {i}: attestation subject {subject} is not an image entry"),
                 };
-                let descriptor = self
-                    .push_attestation(repo, &subject_digest, &format!("{repo}:{tag}[{i}]"))
-                    .await?;
+                let descriptor =
+                    self.push_attestation(repo, &subject_digest, &format!("{repo}:{tag}[{i}]")).await?;
                 let mut json = descriptor.to_json();
                 json["platform"] = json!({"architecture": "unknown", "os": "unknown"});
                 json["annotations"] = json!({
@@ -660,11 +612,7 @@ impl Seeder {
             "manifests": manifests,
         }))?;
         let digest = self.push_manifest(repo, tag, media_type, &body).await?;
-        Ok(PushedIndex {
-            digest,
-            media_type: media_type.to_owned(),
-            children,
-        })
+        Ok(PushedIndex { digest, media_type: media_type.to_owned(), children })
     }
 
     // The shape BuildKit gives provenance/SBOM attestations.
@@ -675,20 +623,14 @@ impl Seeder {
             "subject": [{"name": label, "digest": {"sha256": subject_digest.trim_start_matches("sha256:")}}],
             "predicate": {"spdxVersion": "SPDX-2.3", "name": label},
         }))?;
-        let layer = self
-            .push_blob(repo, &statement)
-            .await?
-            .with_media_type(media::IN_TOTO);
+        let layer = self.push_blob(repo, &statement).await?.with_media_type(media::IN_TOTO);
         let config = serde_json::to_vec(&json!({
             "architecture": "unknown",
             "os": "unknown",
             "config": {},
             "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
         }))?;
-        let config = self
-            .push_blob(repo, &config)
-            .await?
-            .with_media_type(media::OCI_CONFIG);
+        let config = self.push_blob(repo, &config).await?.with_media_type(media::OCI_CONFIG);
         let mut layer_json = layer.to_json();
         layer_json["annotations"] = json!({"in-toto.io/predicate-type": "https://spdx.dev/Document"});
         let body = serde_json::to_vec(&json!({
@@ -698,22 +640,15 @@ impl Seeder {
             "layers": [layer_json],
         }))?;
         let digest = sha256_digest(&body);
-        self.push_manifest(repo, &digest, media::OCI_MANIFEST, &body)
-            .await?;
-        Ok(Descriptor {
-            media_type: media::OCI_MANIFEST.to_owned(),
-            digest,
-            size: body.len() as u64,
-        })
+        self.push_manifest(repo, &digest, media::OCI_MANIFEST, &body).await?;
+        Ok(Descriptor { media_type: media::OCI_MANIFEST.to_owned(), digest, size: body.len() as u64 })
     }
 
     /// Pushes a signed Docker schema 1 manifest (libtrust pretty JWS, ES256) with one layer.
     /// Returns the digest the registry reports: sha256 of the payload without signatures.
     pub async fn push_schema1(&self, repo: &str, tag: &str, architecture: &str) -> Result<String> {
         let label = format!("{repo}:{tag} linux/{architecture}");
-        let layer = self
-            .push_blob(repo, format!("pullguard schema1 layer of {label}\n").as_bytes())
-            .await?;
+        let layer = self.push_blob(repo, format!("pullguard schema1 layer of {label}\n").as_bytes()).await?;
         let id = hex(&Sha256::digest(label.as_bytes()));
         let v1_compatibility = serde_json::to_string(&json!({
             "id": id,
@@ -734,9 +669,7 @@ impl Seeder {
         let payload = pretty_json(&manifest, 3)?;
         let signed = sign_pretty_jws(&payload)?;
         let digest = sha256_digest(&payload);
-        let served = self
-            .put_manifest(repo, tag, media::SCHEMA1_SIGNED, &signed)
-            .await?;
+        let served = self.put_manifest(repo, tag, media::SCHEMA1_SIGNED, &signed).await?;
         if let Some(served) = served {
             ensure!(
                 served == digest,
@@ -765,10 +698,7 @@ impl Seeder {
     /// Deletes a manifest by digest (the registry refuses deletion by tag).
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
         let response = self
-            .request(
-                Method::DELETE,
-                self.url(&format!("/v2/{repo}/manifests/{digest}"))?,
-            )
+            .request(Method::DELETE, self.url(&format!("/v2/{repo}/manifests/{digest}"))?)
             .send()
             .await
             .with_context(|| format!("deleting {repo}@{digest}"))?;
@@ -784,14 +714,12 @@ impl Seeder {
 
     /// GET a manifest with [`media::FULL_ACCEPT`]; any status is returned, not an error.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest> {
-        self.fetch_manifest(Method::GET, repo, reference, Some(media::FULL_ACCEPT))
-            .await
+        self.fetch_manifest(Method::GET, repo, reference, Some(media::FULL_ACCEPT)).await
     }
 
     /// HEAD a manifest with [`media::FULL_ACCEPT`].
     pub async fn head_manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest> {
-        self.fetch_manifest(Method::HEAD, repo, reference, Some(media::FULL_ACCEPT))
-            .await
+        self.fetch_manifest(Method::HEAD, repo, reference, Some(media::FULL_ACCEPT)).await
     }
 
     /// GET or HEAD a manifest with a chosen `Accept` (none when `accept` is `None`).
@@ -806,10 +734,7 @@ impl Seeder {
         if let Some(accept) = accept {
             request = request.header(ACCEPT, accept);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("fetching {repo}:{reference}"))?;
+        let response = request.send().await.with_context(|| format!("fetching {repo}:{reference}"))?;
         Ok(FetchedManifest {
             status: response.status(),
             content_type: header_string(&response, "content-type"),
@@ -821,11 +746,7 @@ impl Seeder {
 }
 
 fn header_string(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 fn image_config(spec: &ImageSpec, diff_ids: &[String], label: &str) -> Result<Vec<u8>> {
@@ -840,19 +761,11 @@ fn image_config(spec: &ImageSpec, diff_ids: &[String], label: &str) -> Result<Ve
     }
     config.insert("created".into(), json!("2020-01-01T00:00:00Z"));
     // The label keeps configs distinct even when every layer is empty or shared.
-    config.insert(
-        "config".into(),
-        json!({"Labels": {"org.pullguard.test.seed": label}}),
-    );
+    config.insert("config".into(), json!({"Labels": {"org.pullguard.test.seed": label}}));
     config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": diff_ids}));
     config.insert(
         "history".into(),
-        Value::Array(
-            diff_ids
-                .iter()
-                .map(|_| json!({"created_by": "pullguard test seed"}))
-                .collect(),
-        ),
+        Value::Array(diff_ids.iter().map(|_| json!({"created_by": "pullguard test seed"})).collect()),
     );
     Ok(serde_json::to_vec(&Value::Object(config))?)
 }
@@ -888,10 +801,8 @@ pub fn sign_pretty_jws(payload: &[u8]) -> Result<Vec<u8>> {
 
     // libtrust keeps everything up to the last non-space byte before the final `}` and
     // records the rest as formatTail; verification re-appends the tail to that prefix.
-    let close = payload
-        .iter()
-        .rposition(|&b| b == b'}')
-        .ok_or_else(|| anyhow!("payload is not a JSON object"))?;
+    let close =
+        payload.iter().rposition(|&b| b == b'}').ok_or_else(|| anyhow!("payload is not a JSON object"))?;
     let mut format_length = close;
     while format_length > 0 && payload[format_length - 1].is_ascii_whitespace() {
         format_length -= 1;
@@ -904,10 +815,7 @@ pub fn sign_pretty_jws(payload: &[u8]) -> Result<Vec<u8>> {
     let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
         .map_err(|e| anyhow!("loading the schema 1 signing key: {e}"))?;
     let point = key.public_key().as_ref();
-    ensure!(
-        point.len() == 65 && point[0] == 4,
-        "unexpected P-256 public key encoding"
-    );
+    ensure!(point.len() == 65 && point[0] == 4, "unexpected P-256 public key encoding");
     let mut spki = P256_SPKI_PREFIX.to_vec();
     spki.extend_from_slice(point);
 
@@ -918,9 +826,8 @@ pub fn sign_pretty_jws(payload: &[u8]) -> Result<Vec<u8>> {
     }))?;
     let protected = B64URL.encode(protected);
     let signing_input = format!("{protected}.{}", B64URL.encode(payload));
-    let signature = key
-        .sign(&rng, signing_input.as_bytes())
-        .map_err(|_| anyhow!("signing the schema 1 manifest"))?;
+    let signature =
+        key.sign(&rng, signing_input.as_bytes()).map_err(|_| anyhow!("signing the schema 1 manifest"))?;
 
     let signatures = json!([{
         "header": {
@@ -969,17 +876,10 @@ pub fn libtrust_key_id(spki_der: &[u8]) -> String {
 }
 
 fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 // Howard Hinnant's days-from-epoch to proleptic Gregorian date.

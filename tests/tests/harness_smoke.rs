@@ -16,25 +16,12 @@ async fn assert_served(
     digest: &str,
 ) -> anyhow::Result<()> {
     let got = seeder.get_manifest(repo, reference).await?;
-    assert_eq!(
-        got.status,
-        StatusCode::OK,
-        "{repo}:{reference}: {}",
-        String::from_utf8_lossy(&got.body)
-    );
-    assert_eq!(
-        got.content_type.as_deref(),
-        Some(media_type),
-        "{repo}:{reference}"
-    );
+    assert_eq!(got.status, StatusCode::OK, "{repo}:{reference}: {}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.content_type.as_deref(), Some(media_type), "{repo}:{reference}");
     assert_eq!(got.digest.as_deref(), Some(digest), "{repo}:{reference}");
     let head = seeder.head_manifest(repo, reference).await?;
     assert_eq!(head.status, StatusCode::OK);
-    assert_eq!(
-        head.content_type.as_deref(),
-        Some(media_type),
-        "HEAD {repo}:{reference}"
-    );
+    assert_eq!(head.content_type.as_deref(), Some(media_type), "HEAD {repo}:{reference}");
     assert_eq!(head.digest.as_deref(), Some(digest), "HEAD {repo}:{reference}");
     Ok(())
 }
@@ -46,27 +33,15 @@ async fn plain_registry_serves_every_seeded_kind() {
     assert!(registry.ca_pem().is_none() && registry.credentials().is_none());
     let seeder = Seeder::new(&registry).unwrap();
 
-    let oci = seeder
-        .push_image("app", "oci", &ImageSpec::linux("amd64"))
-        .await
-        .unwrap();
+    let oci = seeder.push_image("app", "oci", &ImageSpec::linux("amd64")).await.unwrap();
     assert_eq!(oci.media_type, media::OCI_MANIFEST);
-    assert_served(&seeder, "app", "oci", media::OCI_MANIFEST, &oci.digest)
-        .await
-        .unwrap();
-    assert_served(&seeder, "app", &oci.digest, media::OCI_MANIFEST, &oci.digest)
-        .await
-        .unwrap();
+    assert_served(&seeder, "app", "oci", media::OCI_MANIFEST, &oci.digest).await.unwrap();
+    assert_served(&seeder, "app", &oci.digest, media::OCI_MANIFEST, &oci.digest).await.unwrap();
     let config = seeder.get_manifest("app", "oci").await.unwrap().json().unwrap();
     assert_eq!(config["config"]["digest"], oci.config_digest.as_str());
 
-    let docker = seeder
-        .push_image("app", "docker", &ImageSpec::linux("amd64").docker())
-        .await
-        .unwrap();
-    assert_served(&seeder, "app", "docker", media::DOCKER_MANIFEST, &docker.digest)
-        .await
-        .unwrap();
+    let docker = seeder.push_image("app", "docker", &ImageSpec::linux("amd64").docker()).await.unwrap();
+    assert_served(&seeder, "app", "docker", media::DOCKER_MANIFEST, &docker.digest).await.unwrap();
     assert_ne!(oci.digest, docker.digest);
 
     let entries = [
@@ -74,45 +49,21 @@ async fn plain_registry_serves_every_seeded_kind() {
         IndexEntry::image(ImageSpec::linux("arm64/v8")),
         IndexEntry::attestation(0),
     ];
-    let index = seeder
-        .push_index_detailed("multi", "oci", &entries, Format::Oci)
-        .await
-        .unwrap();
-    assert_served(&seeder, "multi", "oci", media::OCI_INDEX, &index.digest)
-        .await
-        .unwrap();
+    let index = seeder.push_index_detailed("multi", "oci", &entries, Format::Oci).await.unwrap();
+    assert_served(&seeder, "multi", "oci", media::OCI_INDEX, &index.digest).await.unwrap();
     let body = seeder.get_manifest("multi", "oci").await.unwrap().json().unwrap();
     let manifests = body["manifests"].as_array().unwrap();
     assert_eq!(manifests.len(), 3);
     assert_eq!(manifests[0]["platform"]["architecture"], "amd64");
     assert_eq!(manifests[1]["platform"]["variant"], "v8");
     assert_eq!(manifests[2]["platform"]["os"], "unknown");
-    assert_eq!(
-        manifests[2]["annotations"]["vnd.docker.reference.type"],
-        "attestation-manifest"
-    );
-    assert_eq!(
-        manifests[2]["annotations"]["vnd.docker.reference.digest"],
-        index.children[0].digest.as_str()
-    );
+    assert_eq!(manifests[2]["annotations"]["vnd.docker.reference.type"], "attestation-manifest");
+    assert_eq!(manifests[2]["annotations"]["vnd.docker.reference.digest"], index.children[0].digest.as_str());
     assert_ne!(index.children[0].digest, index.children[1].digest);
     for child in &index.children {
-        assert_served(
-            &seeder,
-            "multi",
-            &child.digest,
-            media::OCI_MANIFEST,
-            &child.digest,
-        )
-        .await
-        .unwrap();
+        assert_served(&seeder, "multi", &child.digest, media::OCI_MANIFEST, &child.digest).await.unwrap();
     }
-    let arm_config = seeder
-        .get_manifest("multi", &index.children[1].digest)
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
+    let arm_config = seeder.get_manifest("multi", &index.children[1].digest).await.unwrap().json().unwrap();
     let arm_config_digest = arm_config["config"]["digest"].as_str().unwrap();
     let blob_url = format!("{}/v2/multi/blobs/{arm_config_digest}", registry.base_url());
     let blob = registry.client().unwrap().get(blob_url).send().await.unwrap();
@@ -125,41 +76,24 @@ async fn plain_registry_serves_every_seeded_kind() {
         IndexEntry::image(ImageSpec::linux("amd64").docker()),
         IndexEntry::image(ImageSpec::linux("arm64/v8").docker()),
     ];
-    let list = seeder
-        .push_index("multi", "docker", &docker_entries, Format::DockerV2)
-        .await
-        .unwrap();
-    assert_served(&seeder, "multi", "docker", media::DOCKER_LIST, &list)
-        .await
-        .unwrap();
+    let list = seeder.push_index("multi", "docker", &docker_entries, Format::DockerV2).await.unwrap();
+    assert_served(&seeder, "multi", "docker", media::DOCKER_LIST, &list).await.unwrap();
 
     let schema1 = seeder.push_schema1("legacy", "v1", "amd64").await.unwrap();
-    assert_served(&seeder, "legacy", "v1", media::SCHEMA1_SIGNED, &schema1)
-        .await
-        .unwrap();
-    assert_served(&seeder, "legacy", &schema1, media::SCHEMA1_SIGNED, &schema1)
-        .await
-        .unwrap();
+    assert_served(&seeder, "legacy", "v1", media::SCHEMA1_SIGNED, &schema1).await.unwrap();
+    assert_served(&seeder, "legacy", &schema1, media::SCHEMA1_SIGNED, &schema1).await.unwrap();
     let signed = seeder.get_manifest("legacy", "v1").await.unwrap();
-    assert_ne!(
-        signed.body_digest(),
-        schema1,
-        "the served body carries the signatures"
-    );
+    assert_ne!(signed.body_digest(), schema1, "the served body carries the signatures");
     assert_eq!(signed.json().unwrap()["architecture"], "amd64");
 
     let octet = ImageSpec::linux("amd64").with_config_media_type(media::OCTET_STREAM);
     let octet = seeder.push_image("odd", "octet", &octet).await.unwrap();
-    assert_served(&seeder, "odd", "octet", media::OCI_MANIFEST, &octet.digest)
-        .await
-        .unwrap();
+    assert_served(&seeder, "odd", "octet", media::OCI_MANIFEST, &octet.digest).await.unwrap();
     let body = seeder.get_manifest("odd", "octet").await.unwrap().json().unwrap();
     assert_eq!(body["config"]["mediaType"], media::OCTET_STREAM);
 
     let artifact = seeder.push_artifact("sbom", "v1").await.unwrap();
-    assert_served(&seeder, "sbom", "v1", media::OCI_MANIFEST, &artifact)
-        .await
-        .unwrap();
+    assert_served(&seeder, "sbom", "v1", media::OCI_MANIFEST, &artifact).await.unwrap();
     let body = seeder.get_manifest("sbom", "v1").await.unwrap().json().unwrap();
     assert_eq!(body["artifactType"], SBOM_ARTIFACT_TYPE);
     assert_eq!(body["config"]["mediaType"], media::OCI_EMPTY);
@@ -177,9 +111,7 @@ async fn plain_registry_serves_every_seeded_kind() {
         LayerSpec::empty(),
     ]);
     let dup = seeder.push_image("dup", "v1", &odd_layers).await.unwrap();
-    assert_served(&seeder, "dup", "v1", media::DOCKER_MANIFEST, &dup.digest)
-        .await
-        .unwrap();
+    assert_served(&seeder, "dup", "v1", media::DOCKER_MANIFEST, &dup.digest).await.unwrap();
     let body = seeder.get_manifest("dup", "v1").await.unwrap().json().unwrap();
     assert_eq!(body["layers"][0], body["layers"][1]);
     assert_eq!(body["layers"][2]["size"], 0);
@@ -187,27 +119,11 @@ async fn plain_registry_serves_every_seeded_kind() {
 
     let windows = ImageSpec::windows("amd64", "10.0.20348.2113");
     let windows = seeder.push_image("win", "ltsc2022", &windows).await.unwrap();
-    assert_served(
-        &seeder,
-        "win",
-        "ltsc2022",
-        media::DOCKER_MANIFEST,
-        &windows.digest,
-    )
-    .await
-    .unwrap();
-    let body = seeder
-        .get_manifest("win", "ltsc2022")
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
+    assert_served(&seeder, "win", "ltsc2022", media::DOCKER_MANIFEST, &windows.digest).await.unwrap();
+    let body = seeder.get_manifest("win", "ltsc2022").await.unwrap().json().unwrap();
     assert_eq!(body["layers"][0]["mediaType"], media::DOCKER_FOREIGN_LAYER);
 
-    let doomed = seeder
-        .push_image("app", "doomed", &ImageSpec::linux("s390x"))
-        .await
-        .unwrap();
+    let doomed = seeder.push_image("app", "doomed", &ImageSpec::linux("s390x")).await.unwrap();
     seeder.delete_manifest("app", &doomed.digest).await.unwrap();
     let gone = seeder.get_manifest("app", &doomed.digest).await.unwrap();
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
@@ -226,27 +142,14 @@ async fn tls_auth_registry_requires_credentials_and_counts_requests() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let challenge = anonymous.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.starts_with("Basic realm="), "{challenge}");
-    let wrong = client
-        .get(&url)
-        .basic_auth("alice", Some("nope"))
-        .send()
-        .await
-        .unwrap();
+    let wrong = client.get(&url).basic_auth("alice", Some("nope")).send().await.unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let right = client
-        .get(&url)
-        .basic_auth("alice", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
+    let right = client.get(&url).basic_auth("alice", Some("s3cret")).send().await.unwrap();
     assert_eq!(right.status(), StatusCode::OK);
     assert_eq!(right.version(), reqwest::Version::HTTP_2);
 
     let seeder = Seeder::new(&registry).unwrap();
-    let image = seeder
-        .push_image("app", "v1", &ImageSpec::linux("amd64"))
-        .await
-        .unwrap();
+    let image = seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
     assert_eq!(registry.manifest_requests("app"), 0, "PUTs are not reads");
     for _ in 0..3 {
         let head = seeder.head_manifest("app", "v1").await.unwrap();
@@ -274,11 +177,7 @@ async fn tls_auth_registry_requires_credentials_and_counts_requests() {
             .output()
             .await
             .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         assert_eq!(sha256_digest(&output.stdout), image.digest);
     }
 }
@@ -287,16 +186,11 @@ async fn tls_auth_registry_requires_credentials_and_counts_requests() {
 async fn restart_keeps_port_and_storage() {
     let mut registry = RegistryProcess::start_plain().await.unwrap();
     let seeder = Seeder::new(&registry).unwrap();
-    let image = seeder
-        .push_image("app", "v1", &ImageSpec::linux("amd64"))
-        .await
-        .unwrap();
+    let image = seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
     let host = registry.host();
     registry.restart().await.unwrap();
     assert_eq!(registry.host(), host);
-    assert_served(&seeder, "app", "v1", media::OCI_MANIFEST, &image.digest)
-        .await
-        .unwrap();
+    assert_served(&seeder, "app", "v1", media::OCI_MANIFEST, &image.digest).await.unwrap();
     registry.stop().await.unwrap();
     assert!(seeder.get_manifest("app", "v1").await.is_err());
 }

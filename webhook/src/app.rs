@@ -26,11 +26,7 @@ impl App {
         let registry = Arc::new(Registry::new(&config)?);
         let inspector = Arc::new(Inspector::new(config.clone(), registry, keyring));
         let admission = Arc::new(Admission::new(inspector.clone()));
-        Ok(App {
-            config,
-            inspector,
-            admission,
-        })
+        Ok(App { config, inspector, admission })
     }
 
     pub fn router(&self) -> Router {

@@ -55,9 +55,7 @@ impl FromStr for Mode {
             "enforce" => Ok(Mode::Enforce),
             "warn" => Ok(Mode::Warn),
             "audit" => Ok(Mode::Audit),
-            other => Err(format!(
-                "unknown mode {other:?} (expected enforce, warn or audit)"
-            )),
+            other => Err(format!("unknown mode {other:?} (expected enforce, warn or audit)")),
         }
     }
 }
@@ -140,9 +138,7 @@ impl FromStr for HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -156,9 +152,8 @@ impl FromStr for ByteSize {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size (examples: 2Gi, 500Mi)"))?;
+        let value: u64 =
+            number.parse().map_err(|_| format!("{text:?} is not a size (examples: 2Gi, 500Mi)"))?;
         let factor: u64 = match unit {
             "" => 1,
             "Ki" => 1 << 10,
@@ -170,15 +165,10 @@ impl FromStr for ByteSize {
             "G" => 1_000_000_000,
             "T" => 1_000_000_000_000,
             _ => {
-                return Err(format!(
-                    "{text:?} has no known unit (use Ki, Mi, Gi, Ti, K, M, G or T)"
-                ));
+                return Err(format!("{text:?} has no known unit (use Ki, Mi, Gi, Ti, K, M, G or T)"));
             }
         };
-        value
-            .checked_mul(factor)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{text:?} is too large"))
+        value.checked_mul(factor).map(ByteSize).ok_or_else(|| format!("{text:?} is too large"))
     }
 }
 
@@ -199,12 +189,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = [
-            ("Ti", 1u64 << 40),
-            ("Gi", 1 << 30),
-            ("Mi", 1 << 20),
-            ("Ki", 1 << 10),
-        ];
+        let units = [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
         for (unit, factor) in units {
             if self.0 >= factor {
                 let value = self.0 as f64 / factor as f64;
@@ -351,14 +336,9 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::from_yaml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_yaml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
     }
 
     pub fn from_yaml(text: &str) -> Result<Config, String> {
@@ -369,21 +349,13 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_string(),
-            })
-        };
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_string() });
         if self.deadline.0.is_zero() {
             return invalid("deadline", "must be greater than zero");
         }
         // The API server gives up at the webhook timeout (at most 30 s); answering after that is useless.
         if self.deadline.0 > Duration::from_secs(29) {
-            return invalid(
-                "deadline",
-                "must be below the API server's 30s webhook timeout limit",
-            );
+            return invalid("deadline", "must be below the API server's 30s webhook timeout limit");
         }
         if self.lookup_timeout.0.is_zero() {
             return invalid("lookupTimeout", "must be greater than zero");
@@ -425,15 +397,11 @@ impl Config {
 
     /// The settings of the first listed registry whose host pattern matches.
     pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
-        self.registries
-            .iter()
-            .find(|registry| glob::host_matches(&registry.host, host))
+        self.registries.iter().find(|registry| glob::host_matches(&registry.host, host))
     }
 
     pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
-        self.exempt_namespaces
-            .iter()
-            .any(|pattern| glob::matches(pattern, namespace))
+        self.exempt_namespaces.iter().any(|pattern| glob::matches(pattern, namespace))
     }
 
     /// Exempt images are matched as written and normalised, so both `nginx*` and `docker.io/library/*` work.
@@ -494,19 +462,10 @@ nodePoolLabels: [cloud.google.com/gke-nodepool]
 
     #[test]
     fn validation_rejects_impossible_values() {
+        let config = Config { deadline: HumanDuration(Duration::from_secs(40)), ..Config::default() };
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "deadline", .. })));
         let config = Config {
-            deadline: HumanDuration(Duration::from_secs(40)),
-            ..Config::default()
-        };
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::Invalid { key: "deadline", .. })
-        ));
-        let config = Config {
-            registries: vec![RegistryConfig {
-                host: "https://x".into(),
-                ..Default::default()
-            }],
+            registries: vec![RegistryConfig { host: "https://x".into(), ..Default::default() }],
             ..Config::default()
         };
         assert!(config.validate().is_err());
@@ -514,14 +473,8 @@ nodePoolLabels: [cloud.google.com/gke-nodepool]
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!(
-            "250ms".parse::<HumanDuration>().unwrap().0,
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            "1d".parse::<HumanDuration>().unwrap().0,
-            Duration::from_secs(86_400)
-        );
+        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
+        assert_eq!("1d".parse::<HumanDuration>().unwrap().0, Duration::from_secs(86_400));
         assert!("5".parse::<HumanDuration>().is_err());
         assert!("99999999999999999999d".parse::<HumanDuration>().is_err());
         assert_eq!("500Mi".parse::<ByteSize>().unwrap().0, 500 << 20);
@@ -532,10 +485,7 @@ nodePoolLabels: [cloud.google.com/gke-nodepool]
 
     #[test]
     fn overrides_win_over_the_file() {
-        let overrides = Overrides {
-            mode: Some(Mode::Audit),
-            ..Overrides::default()
-        };
+        let overrides = Overrides { mode: Some(Mode::Audit), ..Overrides::default() };
         let config = Config::load(&overrides).unwrap();
         assert_eq!(config.mode, Mode::Audit);
     }

@@ -173,37 +173,25 @@ fn decode_entry(key: &str, entry: &AuthEntry) -> Result<Credential, CredentialEr
     let Some(auth) = entry.auth.as_deref().filter(|auth| !auth.is_empty()) else {
         return Err(CredentialError::Empty { key: key.to_string() });
     };
-    let decoded = STANDARD
-        .decode(auth.trim())
-        .map_err(|_| CredentialError::BadAuth { key: key.to_string() })?;
+    let decoded =
+        STANDARD.decode(auth.trim()).map_err(|_| CredentialError::BadAuth { key: key.to_string() })?;
     let text = String::from_utf8(decoded).map_err(|_| CredentialError::BadAuth { key: key.to_string() })?;
-    let (username, password) = text
-        .split_once(':')
-        .ok_or_else(|| CredentialError::BadAuth { key: key.to_string() })?;
+    let (username, password) =
+        text.split_once(':').ok_or_else(|| CredentialError::BadAuth { key: key.to_string() })?;
     Ok(Credential::new(username, password))
 }
 
 /// Normalises a docker config key the way the kubelet does: scheme dropped, `/v1/` or `/v2/` prefix
 /// of the path dropped, host plus any remaining path.
 fn index_key(key: &str) -> String {
-    let without_scheme = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
+    let without_scheme = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
     let (host, path) = match without_scheme.find('/') {
         Some(slash) => (&without_scheme[..slash], &without_scheme[slash..]),
         None => (without_scheme, ""),
     };
-    let path = path
-        .strip_prefix("/v2/")
-        .or_else(|| path.strip_prefix("/v1/"))
-        .map_or(path, |rest| rest);
+    let path = path.strip_prefix("/v2/").or_else(|| path.strip_prefix("/v1/")).map_or(path, |rest| rest);
     let path = path.trim_start_matches('/');
-    if path.is_empty() {
-        host.to_string()
-    } else {
-        format!("{host}/{path}")
-    }
+    if path.is_empty() { host.to_string() } else { format!("{host}/{path}") }
 }
 
 /// The kubelet's URLsMatch: per-label globs on the host, equal ports, path prefix.
@@ -231,10 +219,7 @@ mod tests {
         let printed = format!("{credential:?}");
         assert!(!printed.contains("s3cr3t-value"));
         assert!(printed.contains("redacted"));
-        assert_ne!(
-            credential.identity(),
-            Credential::new("robot", "other").identity()
-        );
+        assert_ne!(credential.identity(), Credential::new("robot", "other").identity());
         assert!(!credential.identity().contains("s3cr3t"));
     }
 
@@ -244,14 +229,8 @@ mod tests {
         let ring = keyring(&format!(
             r#"{{"auths": {{"a.example": {{"auth": "{auth}"}}, "b.example": {{"username": "u2", "password": "p2"}}}}}}"#
         ));
-        assert_eq!(
-            ring.lookup(&image("a.example/x")).first().unwrap().password(),
-            "p:1"
-        );
-        assert_eq!(
-            ring.lookup(&image("b.example/x")).first().unwrap().username(),
-            "u2"
-        );
+        assert_eq!(ring.lookup(&image("a.example/x")).first().unwrap().password(), "p:1");
+        assert_eq!(ring.lookup(&image("b.example/x")).first().unwrap().username(), "u2");
         assert!(ring.lookup(&image("c.example/x")).is_empty());
     }
 
@@ -286,19 +265,13 @@ mod tests {
             }}"#,
         );
         let users = |reference: &str| -> Vec<String> {
-            ring.lookup(&image(reference))
-                .iter()
-                .map(|c| c.username().to_string())
-                .collect()
+            ring.lookup(&image(reference)).iter().map(|c| c.username().to_string()).collect()
         };
         assert_eq!(users("nginx"), vec!["hub"]);
         assert_eq!(users("docker.io/bitnami/redis"), vec!["hub"]);
         assert_eq!(users("r.corp.example/app"), vec!["glob"]);
         assert!(users("a.r.corp.example/app").is_empty());
-        assert_eq!(
-            users("registry.example.com:5443/team/web:v1"),
-            vec!["team", "any"]
-        );
+        assert_eq!(users("registry.example.com:5443/team/web:v1"), vec!["team", "any"]);
         assert_eq!(users("registry.example.com:5443/other/web"), vec!["any"]);
         assert!(users("registry.example.com/team/web").is_empty());
     }

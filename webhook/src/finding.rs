@@ -140,10 +140,7 @@ impl Finding {
 
     /// The deny-message line: code, container, image, full message.
     pub fn deny_line(&self) -> String {
-        format!(
-            "{} container {:?} (image {}): {}",
-            self.code, self.container, self.image, self.message
-        )
+        format!("{} container {:?} (image {}): {}", self.code, self.container, self.image, self.message)
     }
 }
 

@@ -81,11 +81,7 @@ struct Resolved {
 
 impl Inspector {
     pub fn new(config: Arc<Config>, registry: Arc<Registry>, keyring: Keyring) -> Inspector {
-        Inspector {
-            config,
-            registry,
-            keyring,
-        }
+        Inspector { config, registry, keyring }
     }
 
     pub fn config(&self) -> &Config {
@@ -111,32 +107,20 @@ impl Inspector {
             let Some(resolved) = by_image.get(container.image.as_str()) else {
                 continue;
             };
-            let subject = Subject {
-                container: &container.name,
-                image: &container.image,
-            };
+            let subject = Subject { container: &container.name, image: &container.image };
             findings.extend(self.findings_for(subject, resolved));
         }
-        let images = distinct
-            .iter()
-            .zip(resolved)
-            .map(|(input, resolved)| report(input, resolved))
-            .collect();
-        Inspection {
-            findings: checks::grade(findings, &self.config),
-            images,
-        }
+        let images = distinct.iter().zip(resolved).map(|(input, resolved)| report(input, resolved)).collect();
+        Inspection { findings: checks::grade(findings, &self.config), images }
     }
 
     fn findings_for(&self, subject: Subject<'_>, resolved: &Resolved) -> Vec<Finding> {
         let mut findings = checks::reference_findings(subject, &resolved.parsed);
         if let (Ok(image), Some(outcome)) = (&resolved.parsed, &resolved.outcome) {
             match outcome {
-                Ok(facts) => findings.extend(checks::manifest_findings(
-                    subject,
-                    facts,
-                    self.config.max_image_size,
-                )),
+                Ok(facts) => {
+                    findings.extend(checks::manifest_findings(subject, facts, self.config.max_image_size))
+                }
                 Err(error) => findings.extend(checks::lookup_findings(subject, image, error)),
             }
         }
@@ -146,23 +130,13 @@ impl Inspector {
     async fn resolve_one(&self, input: &str, options: InspectOptions) -> Resolved {
         let parsed = ImageRef::parse(input);
         let Ok(image) = &parsed else {
-            return Resolved {
-                parsed,
-                outcome: None,
-                credential: None,
-            };
+            return Resolved { parsed, outcome: None, credential: None };
         };
         let credentials = self.keyring.lookup(image);
-        let credential = credentials
-            .first()
-            .map(|credential| credential_report(credential));
+        let credential = credentials.first().map(|credential| credential_report(credential));
         let exempt = self.config.is_exempt_image(input, Some(&image.normalized()));
         if options.offline || exempt {
-            return Resolved {
-                parsed,
-                outcome: None,
-                credential,
-            };
+            return Resolved { parsed, outcome: None, credential };
         }
         let lookup = self.resolve_with(image, &credentials);
         let (outcome, used) = match tokio::time::timeout_at(options.deadline, lookup).await {
@@ -170,11 +144,7 @@ impl Inspector {
             Err(_) => (Err(LookupError::Deadline), None),
         };
         let credential = used.map(credential_report).or(credential);
-        Resolved {
-            parsed,
-            outcome: Some(outcome),
-            credential,
-        }
+        Resolved { parsed, outcome: Some(outcome), credential }
     }
 
     /// The kubelet tries every matching credential in order until one works; so do we.
@@ -189,10 +159,7 @@ impl Inspector {
         let mut last = None;
         for credential in credentials {
             let outcome = self.registry.resolve(image, Some(credential)).await;
-            let rejected = matches!(
-                outcome,
-                Err(LookupError::CredentialsRejected | LookupError::Denied)
-            );
+            let rejected = matches!(outcome, Err(LookupError::CredentialsRejected | LookupError::Denied));
             if !rejected {
                 return (outcome, Some(credential));
             }
@@ -203,10 +170,7 @@ impl Inspector {
 }
 
 fn credential_report(credential: &Credential) -> CredentialReport {
-    CredentialReport {
-        source: credential.source().into(),
-        key: credential.key().into(),
-    }
+    CredentialReport { source: credential.source().into(), key: credential.key().into() }
 }
 
 fn report(input: &str, resolved: Resolved) -> ImageReport {

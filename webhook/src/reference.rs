@@ -84,9 +84,7 @@ impl ImageRef {
             _ => (rest, None),
         };
         if name.is_empty() {
-            return Err(ReferenceError::InvalidFormat {
-                reason: "missing repository name",
-            });
+            return Err(ReferenceError::InvalidFormat { reason: "missing repository name" });
         }
         if let Some(tag) = tag {
             validate_tag(tag)?;
@@ -118,12 +116,7 @@ impl ImageRef {
             return Err(ReferenceError::NameTooLong { len: name_len });
         }
 
-        Ok(ImageRef {
-            registry: registry.to_owned(),
-            repository,
-            tag: tag.map(str::to_owned),
-            digest,
-        })
+        Ok(ImageRef { registry: registry.to_owned(), repository, tag: tag.map(str::to_owned), digest })
     }
 
     pub fn registry(&self) -> &str {
@@ -156,10 +149,7 @@ impl ImageRef {
     /// What goes in /v2/<repo>/manifests/<reference>: the digest if present (runtimes
     /// ignore the tag then), else the effective tag.
     pub fn manifest_reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or(DEFAULT_TAG)
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or(DEFAULT_TAG)
     }
 
     /// "docker.io/library/nginx" (no tag/digest): what the kubelet keyring matches against.
@@ -189,11 +179,7 @@ impl ImageRef {
     /// Host to contact for the registry API: "registry-1.docker.io" for docker.io,
     /// otherwise the registry as written (host[:port], IPv6 in brackets).
     pub fn api_host(&self) -> &str {
-        if self.is_docker_hub() {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
-        }
+        if self.is_docker_hub() { DOCKER_HUB_API } else { &self.registry }
     }
 }
 
@@ -278,11 +264,7 @@ fn validate_domain(domain: &str) -> Result<(), ReferenceError> {
         (host.split('.').all(valid_domain_component), port)
     };
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(invalid())
-    }
+    if host_ok && port_ok { Ok(()) } else { Err(invalid()) }
 }
 
 fn valid_domain_component(component: &str) -> bool {
@@ -368,17 +350,9 @@ mod tests {
             let f: Vec<&str> = row.split('|').map(str::trim).collect();
             let (input, tag) = (f[0], Some(f[3]).filter(|t| *t != "-"));
             let r = ImageRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!(
-                (r.registry(), r.repository(), r.tag()),
-                (f[1], f[2], tag),
-                "{input}"
-            );
+            assert_eq!((r.registry(), r.repository(), r.tag()), (f[1], f[2], tag), "{input}");
             assert_eq!(r.normalized(), f[4], "{input}");
-            assert_eq!(
-                r.digest(),
-                input.contains('@').then_some(digest.as_str()),
-                "{input}"
-            );
+            assert_eq!(r.digest(), input.contains('@').then_some(digest.as_str()), "{input}");
             assert_eq!(r.to_string(), r.normalized());
             assert_eq!(input.parse::<ImageRef>().unwrap(), r);
             assert_eq!(r.name(), format!("{}/{}", r.registry(), r.repository()));
@@ -389,10 +363,7 @@ mod tests {
 
             let again = ImageRef::parse(&r.normalized()).unwrap_or_else(|e| panic!("{input}: {e}"));
             // Re-parsing makes the implied "latest" explicit; everything the runtime sees is unchanged.
-            let implicit_latest = ImageRef {
-                tag: Some("latest".into()),
-                ..r.clone()
-            };
+            let implicit_latest = ImageRef { tag: Some("latest".into()), ..r.clone() };
             assert!(again == r || (tag.is_none() && r.digest().is_none() && again == implicit_latest));
             assert_eq!(again.normalized(), r.normalized());
             assert_eq!(again.manifest_reference(), r.manifest_reference());
@@ -415,14 +386,8 @@ mod tests {
         let both = ImageRef::parse(&format!("busybox:1.36@sha256:{HEX}")).unwrap();
         assert_eq!(both.effective_tag(), Some("1.36"));
         assert_eq!(both.manifest_reference(), format!("sha256:{HEX}"));
-        for digest in [
-            format!("sha384:{}", &HEX.repeat(2)[..96]),
-            format!("sha512:{}", HEX.repeat(2)),
-        ] {
-            assert_eq!(
-                ImageRef::parse(&format!("q.io/x@{digest}")).unwrap().digest(),
-                Some(digest.as_str())
-            );
+        for digest in [format!("sha384:{}", &HEX.repeat(2)[..96]), format!("sha512:{}", HEX.repeat(2))] {
+            assert_eq!(ImageRef::parse(&format!("q.io/x@{digest}")).unwrap().digest(), Some(digest.as_str()));
         }
         // Only the bare 64-hex string is an image ID; with a tag it is an ordinary name.
         let hex_name = ImageRef::parse(&format!("{HEX}:v1")).unwrap();
@@ -454,11 +419,7 @@ mod tests {
             format!("a.io/{}", "b".repeat(260)),
             "x".repeat(MAX_INPUT_LEN + 1),
         ];
-        let cases: Vec<String> = PLAIN
-            .split_whitespace()
-            .map(str::to_owned)
-            .chain(generated)
-            .collect();
+        let cases: Vec<String> = PLAIN.split_whitespace().map(str::to_owned).chain(generated).collect();
         assert!(cases.len() >= 45);
         for input in &cases {
             assert!(ImageRef::parse(input).is_err(), "{input:?} should be rejected");
@@ -480,14 +441,7 @@ mod tests {
         assert_eq!(p("nginx@sha256:abc"), Err(E::InvalidDigest("sha256:abc".into())));
         assert_eq!(p("a__b_/c"), Err(E::InvalidRepository("a__b_/c".into())));
         assert!(matches!(p(" nginx"), Err(E::InvalidFormat { .. })));
-        assert_eq!(
-            E::UppercaseRepository.to_string(),
-            "repository name must be lowercase"
-        );
-        assert!(
-            E::HexIdentifier
-                .to_string()
-                .ends_with("cannot specify 64-byte hexadecimal strings")
-        );
+        assert_eq!(E::UppercaseRepository.to_string(), "repository name must be lowercase");
+        assert!(E::HexIdentifier.to_string().ends_with("cannot specify 64-byte hexadecimal strings"));
     }
 }

@@ -33,30 +33,18 @@ struct AuditFinding<'a> {
 }
 
 pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
-    let errors: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .collect();
-    let warnings: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Warning)
-        .collect();
+    let errors: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Error).collect();
+    let warnings: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Warning).collect();
     let deny = mode == Mode::Enforce && !errors.is_empty();
     let warned: Vec<&Finding> = match mode {
         Mode::Enforce => warnings,
         Mode::Warn => errors.iter().chain(warnings.iter()).copied().collect(),
         Mode::Audit => Vec::new(),
     };
-    let mut warning_lines: Vec<String> = warned
-        .iter()
-        .take(MAX_WARNINGS)
-        .map(|f| f.warning_line())
-        .collect();
+    let mut warning_lines: Vec<String> = warned.iter().take(MAX_WARNINGS).map(|f| f.warning_line()).collect();
     if warned.len() > MAX_WARNINGS {
-        warning_lines.push(format!(
-            "pullguard: {} more findings in the audit log",
-            warned.len() - MAX_WARNINGS
-        ));
+        warning_lines
+            .push(format!("pullguard: {} more findings in the audit log", warned.len() - MAX_WARNINGS));
     }
     let verdict_label = if deny {
         "denied"
@@ -95,28 +83,17 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
 fn deny_message(errors: &[&Finding]) -> String {
     let mut by_container: Vec<(&str, Vec<&Finding>)> = Vec::new();
     for finding in errors {
-        match by_container
-            .iter_mut()
-            .find(|(container, _)| *container == finding.container)
-        {
+        match by_container.iter_mut().find(|(container, _)| *container == finding.container) {
             Some((_, list)) => list.push(finding),
             None => by_container.push((&finding.container, vec![finding])),
         }
     }
-    let mut message = format!(
-        "pullguard: {} container(s) would fail to pull their image:",
-        by_container.len()
-    );
+    let mut message =
+        format!("pullguard: {} container(s) would fail to pull their image:", by_container.len());
     for (container, findings) in by_container {
         let image = findings.first().map(|f| f.image.as_str()).unwrap_or_default();
-        let causes: Vec<String> = findings
-            .iter()
-            .map(|f| format!("{} {}", f.code, f.message))
-            .collect();
-        message.push_str(&format!(
-            "\n- container {container:?} (image {image}): {}",
-            causes.join(" | ")
-        ));
+        let causes: Vec<String> = findings.iter().map(|f| format!("{} {}", f.code, f.message)).collect();
+        message.push_str(&format!("\n- container {container:?} (image {image}): {}", causes.join(" | ")));
     }
     message
 }
@@ -158,10 +135,7 @@ mod tests {
             assert_eq!(verdict.warnings.len(), warnings, "{mode} {findings:?}");
             assert_eq!(verdict.message.is_some(), !allowed);
             assert_eq!(verdict.audit_annotations.get("mode").unwrap(), &mode.to_string());
-            assert_eq!(
-                verdict.audit_annotations.contains_key("findings"),
-                !findings.is_empty()
-            );
+            assert_eq!(verdict.audit_annotations.contains_key("findings"), !findings.is_empty());
         }
     }
 
@@ -179,9 +153,8 @@ mod tests {
 
     #[test]
     fn warnings_are_capped() {
-        let findings: Vec<Finding> = (0..30)
-            .map(|i| finding(Code::Pg601, Severity::Warning, &format!("c{i}")))
-            .collect();
+        let findings: Vec<Finding> =
+            (0..30).map(|i| finding(Code::Pg601, Severity::Warning, &format!("c{i}"))).collect();
         let verdict = decide(Mode::Enforce, &findings);
         assert_eq!(verdict.warnings.len(), MAX_WARNINGS + 1);
         let audit: serde_json::Value = serde_json::from_str(&verdict.audit_annotations["findings"]).unwrap();

@@ -67,11 +67,7 @@ impl Skip {
 pub enum Outcome {
     Skipped(Skip),
     Unreadable(String),
-    Checked {
-        mode: Mode,
-        findings: Vec<Finding>,
-        verdict: Verdict,
-    },
+    Checked { mode: Mode, findings: Vec<Finding>, verdict: Verdict },
 }
 
 pub struct Admission {
@@ -107,9 +103,7 @@ impl Admission {
         let mut response = AdmissionResponse::from(request);
         match &outcome {
             Outcome::Skipped(skip) => {
-                response
-                    .audit_annotations
-                    .insert("skipped".into(), skip.label().into());
+                response.audit_annotations.insert("skipped".into(), skip.label().into());
             }
             Outcome::Unreadable(reason) => {
                 response.warnings = Some(vec![format!("pullguard could not check this object: {reason}")]);
@@ -123,9 +117,7 @@ impl Admission {
                 if !verdict.warnings.is_empty() {
                     response.warnings = Some(verdict.warnings.clone());
                 }
-                response
-                    .audit_annotations
-                    .extend(verdict.audit_annotations.clone());
+                response.audit_annotations.extend(verdict.audit_annotations.clone());
             }
         }
         (response.into_review(), outcome)
@@ -140,29 +132,17 @@ impl Admission {
             return Outcome::Skipped(Skip::Kind);
         };
         // The ephemeralcontainers subresource carries the whole Pod; scale, status and the rest carry no new image.
-        if request
-            .sub_resource
-            .as_deref()
-            .is_some_and(|sub| sub != "ephemeralcontainers")
-        {
+        if request.sub_resource.as_deref().is_some_and(|sub| sub != "ephemeralcontainers") {
             return Outcome::Skipped(Skip::Subresource);
         }
-        if request
-            .namespace
-            .as_deref()
-            .is_some_and(|namespace| config.is_exempt_namespace(namespace))
-        {
+        if request.namespace.as_deref().is_some_and(|namespace| config.is_exempt_namespace(namespace)) {
             return Outcome::Skipped(Skip::ExemptNamespace);
         }
         let Some(object) = &request.object else {
             return Outcome::Skipped(Skip::NoObject);
         };
-        let controller_owned = object
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|owner| owner.controller == Some(true));
+        let controller_owned =
+            object.metadata.owner_references.iter().flatten().any(|owner| owner.controller == Some(true));
         if kind == WorkloadKind::Pod && controller_owned && !config.check_controller_pods {
             return Outcome::Skipped(Skip::ControllerOwned);
         }
@@ -182,32 +162,16 @@ impl Admission {
         }
         let mode = effective_mode(config.mode, object);
         let deadline = Instant::now() + config.deadline.0;
-        let inspection = self
-            .inspector
-            .inspect(
-                &wanted,
-                InspectOptions {
-                    offline: false,
-                    deadline,
-                },
-            )
-            .await;
+        let inspection = self.inspector.inspect(&wanted, InspectOptions { offline: false, deadline }).await;
         let verdict = verdict::decide(mode, &inspection.findings);
-        Outcome::Checked {
-            mode,
-            findings: inspection.findings,
-            verdict,
-        }
+        Outcome::Checked { mode, findings: inspection.findings, verdict }
     }
 }
 
 /// The object's annotation may only relax the configured mode; an unknown value is ignored.
 fn effective_mode(configured: Mode, object: &DynamicObject) -> Mode {
-    let requested = object
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|annotations| annotations.get(MODE_ANNOTATION));
+    let requested =
+        object.metadata.annotations.as_ref().and_then(|annotations| annotations.get(MODE_ANNOTATION));
     match requested.map(|value| value.parse::<Mode>()) {
         Some(Ok(mode)) => configured.min(mode),
         Some(Err(error)) => {
@@ -224,17 +188,9 @@ pub fn log_outcome(request: &AdmissionRequest<DynamicObject>, outcome: &Outcome,
     let (verdict, codes) = match outcome {
         Outcome::Skipped(skip) => (skip.label().to_string(), String::new()),
         Outcome::Unreadable(reason) => (format!("unreadable: {reason}"), String::new()),
-        Outcome::Checked {
-            verdict,
-            findings,
-            mode,
-        } => (
+        Outcome::Checked { verdict, findings, mode } => (
             format!("{}:{}", mode, if verdict.allowed { "allowed" } else { "denied" }),
-            findings
-                .iter()
-                .map(|f| f.code.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","),
         ),
     };
     info!(

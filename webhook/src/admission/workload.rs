@@ -78,10 +78,9 @@ impl WorkloadKind {
     /// The pod spec of an object of this kind (the whole object, as JSON).
     pub fn pod_spec(self, object: &Value) -> Result<PodSpec, WorkloadError> {
         let path = self.spec_path();
-        let spec = object.pointer(path).ok_or_else(|| WorkloadError::MissingSpec {
-            kind: self.name().to_string(),
-            path,
-        })?;
+        let spec = object
+            .pointer(path)
+            .ok_or_else(|| WorkloadError::MissingSpec { kind: self.name().to_string(), path })?;
         <PodSpec as serde::Deserialize>::deserialize(spec).map_err(|source| WorkloadError::Malformed {
             kind: self.name().to_string(),
             path,
@@ -92,29 +91,15 @@ impl WorkloadKind {
 
 /// Every container of the spec with its image, in the order the kubelet starts them.
 pub fn containers(spec: &PodSpec) -> Vec<ContainerImage> {
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .map(|c| (ContainerKind::Init, &c.name, &c.image));
-    let app = spec
-        .containers
-        .iter()
-        .map(|c| (ContainerKind::App, &c.name, &c.image));
-    let ephemeral = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .map(|c| (ContainerKind::Ephemeral, &c.name, &c.image));
+    let init = spec.init_containers.iter().flatten().map(|c| (ContainerKind::Init, &c.name, &c.image));
+    let app = spec.containers.iter().map(|c| (ContainerKind::App, &c.name, &c.image));
+    let ephemeral =
+        spec.ephemeral_containers.iter().flatten().map(|c| (ContainerKind::Ephemeral, &c.name, &c.image));
     init.chain(app)
         .chain(ephemeral)
         // The API server rejects a container without an image; a template being edited may lack one.
         .filter_map(|(kind, name, image)| {
-            image.as_ref().map(|image| ContainerImage {
-                name: name.clone(),
-                image: image.clone(),
-                kind,
-            })
+            image.as_ref().map(|image| ContainerImage { name: name.clone(), image: image.clone(), kind })
         })
         .collect()
 }
@@ -141,20 +126,11 @@ mod tests {
 
     #[test]
     fn kinds_by_group() {
-        assert_eq!(
-            WorkloadKind::from_group_kind("apps", "Deployment"),
-            Some(WorkloadKind::Deployment)
-        );
+        assert_eq!(WorkloadKind::from_group_kind("apps", "Deployment"), Some(WorkloadKind::Deployment));
         assert_eq!(WorkloadKind::from_group_kind("", "Deployment"), None);
         assert_eq!(WorkloadKind::from_group_kind("autoscaling", "Scale"), None);
-        assert_eq!(
-            WorkloadKind::from_api_version("batch/v1", "CronJob"),
-            Some(WorkloadKind::CronJob)
-        );
-        assert_eq!(
-            WorkloadKind::from_api_version("v1", "Pod"),
-            Some(WorkloadKind::Pod)
-        );
+        assert_eq!(WorkloadKind::from_api_version("batch/v1", "CronJob"), Some(WorkloadKind::CronJob));
+        assert_eq!(WorkloadKind::from_api_version("v1", "Pod"), Some(WorkloadKind::Pod));
         assert_eq!(WorkloadKind::from_api_version("example.com/v1", "Pod"), None);
     }
 
@@ -191,15 +167,8 @@ mod tests {
             kind: ContainerKind::App,
         };
         let old = vec![container("a", "x:1"), container("b", "y:1")];
-        let new = vec![
-            container("a", "x:1"),
-            container("b", "y:2"),
-            container("c", "z:1"),
-        ];
+        let new = vec![container("a", "x:1"), container("b", "y:2"), container("c", "z:1")];
         let changed = changed_containers(new, &old);
-        assert_eq!(
-            changed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-            vec!["b", "c"]
-        );
+        assert_eq!(changed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
     }
 }

@@ -32,10 +32,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
         }
         LookupError::DigestNotFound { digest } => subject.finding(
             Code::Pg102,
-            format!(
-                "digest {} not found in {registry}/{repository}",
-                short_digest(digest)
-            ),
+            format!("digest {} not found in {registry}/{repository}", short_digest(digest)),
             format!(
                 "manifest {digest} does not exist in {registry}/{repository} (deleted, garbage-collected, or \
                  pushed to another repository): the pull fails with \"not found\". Pin a digest that exists \
@@ -140,9 +137,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
                 "{registry} is rate-limiting requests (429 Too Many Requests{}); the image was not verified, \
                  and nodes pulling now may hit the same limit. Authenticate pulls (imagePullSecrets) or use \
                  a pull-through mirror.",
-                retry_after
-                    .map(|wait| format!(", retry after {}s", wait.as_secs()))
-                    .unwrap_or_default()
+                retry_after.map(|wait| format!(", retry after {}s", wait.as_secs())).unwrap_or_default()
             ),
         ),
         LookupError::InvalidManifest { reason } => subject.finding(
@@ -178,10 +173,7 @@ mod tests {
     use super::*;
 
     fn code_for(image: &str, error: LookupError) -> Code {
-        let subject = Subject {
-            container: "app",
-            image,
-        };
+        let subject = Subject { container: "app", image };
         let findings = lookup_findings(subject, &ImageRef::parse(image).unwrap(), &error);
         assert_eq!(findings.len(), 1);
         assert!(!findings[0].message.is_empty());
@@ -194,67 +186,23 @@ mod tests {
         let cases = [
             (
                 private,
-                LookupError::TagNotFound {
-                    tag: "v2".into(),
-                    existing_tags: Some(vec!["v1".into()]),
-                },
+                LookupError::TagNotFound { tag: "v2".into(), existing_tags: Some(vec!["v1".into()]) },
                 Code::Pg101,
             ),
-            (
-                private,
-                LookupError::DigestNotFound {
-                    digest: "sha256:00".into(),
-                },
-                Code::Pg102,
-            ),
+            (private, LookupError::DigestNotFound { digest: "sha256:00".into() }, Code::Pg102),
             (private, LookupError::RepositoryNotFound, Code::Pg103),
             (private, LookupError::AuthRequired, Code::Pg201),
             ("someone/private", LookupError::AuthRequired, Code::Pg103),
             (private, LookupError::CredentialsRejected, Code::Pg205),
             (private, LookupError::Denied, Code::Pg206),
-            (
-                private,
-                LookupError::Unreachable {
-                    reason: "refused".into(),
-                },
-                Code::Pg501,
-            ),
+            (private, LookupError::Unreachable { reason: "refused".into() }, Code::Pg501),
             (private, LookupError::Deadline, Code::Pg501),
             (private, LookupError::PlainHttp, Code::Pg502),
-            (
-                private,
-                LookupError::UntrustedCertificate {
-                    reason: "UnknownIssuer".into(),
-                },
-                Code::Pg503,
-            ),
-            (
-                private,
-                LookupError::RegistryFailure {
-                    status: Some(503),
-                    reason: "x".into(),
-                },
-                Code::Pg504,
-            ),
-            (
-                private,
-                LookupError::RateLimited {
-                    retry_after: Some(Duration::from_secs(5)),
-                },
-                Code::Pg505,
-            ),
-            (
-                private,
-                LookupError::InvalidManifest { reason: "x".into() },
-                Code::Pg504,
-            ),
-            (
-                private,
-                LookupError::UnsupportedMediaType {
-                    media_type: "x".into(),
-                },
-                Code::Pg403,
-            ),
+            (private, LookupError::UntrustedCertificate { reason: "UnknownIssuer".into() }, Code::Pg503),
+            (private, LookupError::RegistryFailure { status: Some(503), reason: "x".into() }, Code::Pg504),
+            (private, LookupError::RateLimited { retry_after: Some(Duration::from_secs(5)) }, Code::Pg505),
+            (private, LookupError::InvalidManifest { reason: "x".into() }, Code::Pg504),
+            (private, LookupError::UnsupportedMediaType { media_type: "x".into() }, Code::Pg403),
         ];
         for (image, error, code) in cases {
             assert_eq!(code_for(image, error.clone()), code, "{error:?}");
@@ -268,14 +216,8 @@ mod tests {
             tag: "v1.2.5".into(),
             existing_tags: Some(vec!["v1.2.4".into(), "v1.2.3".into()]),
         };
-        let finding = &lookup_findings(
-            Subject {
-                container: "app",
-                image: "r.example/app:v1.2.5",
-            },
-            &image,
-            &error,
-        )[0];
+        let finding =
+            &lookup_findings(Subject { container: "app", image: "r.example/app:v1.2.5" }, &image, &error)[0];
         assert!(finding.message.contains("v1.2.4, v1.2.3"), "{}", finding.message);
         assert!(finding.warning_line().contains("v1.2.4"));
     }

@@ -57,11 +57,7 @@ pub fn manifest_findings(subject: Subject<'_>, facts: &ImageFacts, max_image_siz
     {
         findings.push(subject.finding(
             Code::Pg602,
-            format!(
-                "image is {} compressed (limit {})",
-                ByteSize(size),
-                max_image_size
-            ),
+            format!("image is {} compressed (limit {})", ByteSize(size), max_image_size),
             format!(
                 "{} is {} compressed, above the configured limit of {}. Large images pull slowly, delay \
                  every scale-up and can hit the kubelet's pull deadline (\"context canceled\"). Use a \
@@ -74,11 +70,7 @@ pub fn manifest_findings(subject: Subject<'_>, facts: &ImageFacts, max_image_siz
     }
     let empty = facts.layers.iter().filter(|layer| layer.is_empty_layer()).count();
     let mut seen = HashSet::new();
-    let duplicates = facts
-        .layers
-        .iter()
-        .filter(|layer| !seen.insert(layer.digest.as_str()))
-        .count();
+    let duplicates = facts.layers.iter().filter(|layer| !seen.insert(layer.digest.as_str())).count();
     if empty > 0 || duplicates > 0 {
         findings.push(subject.finding(
             Code::Pg603,
@@ -126,53 +118,25 @@ mod tests {
     }
 
     fn codes(facts: &ImageFacts) -> Vec<Code> {
-        manifest_findings(
-            Subject {
-                container: "c",
-                image: "i",
-            },
-            facts,
-            ByteSize(2 << 30),
-        )
-        .into_iter()
-        .map(|finding| finding.code)
-        .collect()
+        manifest_findings(Subject { container: "c", image: "i" }, facts, ByteSize(2 << 30))
+            .into_iter()
+            .map(|finding| finding.code)
+            .collect()
     }
 
     #[test]
     fn table() {
-        let clean = image(
-            manifest::OCI_CONFIG,
-            vec![layer("sha256:a", 10), layer("sha256:b", 20)],
-        );
+        let clean = image(manifest::OCI_CONFIG, vec![layer("sha256:a", 10), layer("sha256:b", 20)]);
         assert_eq!(codes(&clean), vec![]);
+        assert_eq!(codes(&image(manifest::OCTET_STREAM, vec![layer("sha256:a", 10)])), vec![Code::Pg402]);
+        assert_eq!(codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 3 << 30)])), vec![Code::Pg602]);
+        assert_eq!(codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 2 << 30)])), vec![]);
         assert_eq!(
-            codes(&image(manifest::OCTET_STREAM, vec![layer("sha256:a", 10)])),
-            vec![Code::Pg402]
-        );
-        assert_eq!(
-            codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 3 << 30)])),
-            vec![Code::Pg602]
-        );
-        assert_eq!(
-            codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 2 << 30)])),
-            vec![]
-        );
-        assert_eq!(
-            codes(&image(
-                manifest::OCI_CONFIG,
-                vec![layer("sha256:a", 1), layer("sha256:a", 1)]
-            )),
+            codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 1), layer("sha256:a", 1)])),
             vec![Code::Pg603]
         );
-        assert_eq!(
-            codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:e", 0)])),
-            vec![Code::Pg603]
-        );
-        assert_eq!(
-            codes(&image("application/vnd.cncf.helm.config.v1+json", vec![])),
-            vec![Code::Pg403]
-        );
+        assert_eq!(codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:e", 0)])), vec![Code::Pg603]);
+        assert_eq!(codes(&image("application/vnd.cncf.helm.config.v1+json", vec![])), vec![Code::Pg403]);
         let mut artifact = clean.clone();
         artifact.artifact_type = Some("application/vnd.example.sbom".into());
         assert_eq!(codes(&artifact), vec![Code::Pg403]);

@@ -51,10 +51,7 @@ mod tests {
 
     #[test]
     fn grading_regrades_and_silences() {
-        let subject = Subject {
-            container: "app",
-            image: "nginx",
-        };
+        let subject = Subject { container: "app", image: "nginx" };
         let findings = vec![
             subject.finding(Code::Pg601, "s", "m"),
             subject.finding(Code::Pg603, "s", "m"),

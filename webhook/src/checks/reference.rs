@@ -49,14 +49,8 @@ mod tests {
     use super::*;
 
     fn codes(image: &str) -> Vec<Code> {
-        let subject = Subject {
-            container: "app",
-            image,
-        };
-        reference_findings(subject, &ImageRef::parse(image))
-            .iter()
-            .map(|finding| finding.code)
-            .collect()
+        let subject = Subject { container: "app", image };
+        reference_findings(subject, &ImageRef::parse(image)).iter().map(|finding| finding.code).collect()
     }
 
     #[test]
@@ -68,10 +62,7 @@ mod tests {
             ("nginx", &[Code::Pg601]),
             ("nginx:latest", &[Code::Pg601]),
             ("nginx:1.25", &[]),
-            (
-                "nginx:latest@sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
-                &[],
-            ),
+            ("nginx:latest@sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945", &[]),
             (
                 "ghcr.io/example/sidecar@sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
                 &[],
@@ -84,10 +75,7 @@ mod tests {
 
     #[test]
     fn messages_say_what_why_and_fix() {
-        let subject = Subject {
-            container: "web",
-            image: "Nginx",
-        };
+        let subject = Subject { container: "web", image: "Nginx" };
         let findings = reference_findings(subject, &ImageRef::parse("Nginx"));
         assert!(findings[0].message.contains("InvalidImageName"));
         assert!(findings[0].message.contains("lowercase"));

@@ -70,33 +70,21 @@ struct Target {
 
 pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     if args.images.is_empty() && args.files.is_empty() {
-        return Err(CliError::Usage(
-            "nothing to check: give --image REF or -f FILE".into(),
-        ));
+        return Err(CliError::Usage("nothing to check: give --image REF or -f FILE".into()));
     }
     let mut targets: Vec<Target> = Vec::new();
     if !args.images.is_empty() {
         let containers = args
             .images
             .iter()
-            .map(|image| ContainerImage {
-                name: "-".into(),
-                image: image.clone(),
-                kind: ContainerKind::App,
-            })
+            .map(|image| ContainerImage { name: "-".into(), image: image.clone(), kind: ContainerKind::App })
             .collect();
-        targets.push(Target {
-            workload: None,
-            containers,
-        });
+        targets.push(Target { workload: None, containers });
     }
     for path in &args.files {
         let (source_name, text) = manifests::read_source(path)?;
         for workload in manifests::workloads(&source_name, &text)? {
-            targets.push(Target {
-                workload: Some(workload.label),
-                containers: workload.containers,
-            });
+            targets.push(Target { workload: Some(workload.label), containers: workload.containers });
         }
     }
     let keyring = load_keyring(args.docker_config.as_ref())?;
@@ -104,26 +92,14 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     let registry = Arc::new(Registry::new(&config)?);
     let inspector = Inspector::new(config.clone(), registry, keyring);
     let deadline = Instant::now() + config.deadline.0;
-    let options = InspectOptions {
-        offline: args.offline,
-        deadline,
-    };
-    let inspections = join_all(
-        targets
-            .iter()
-            .map(|target| inspector.inspect(&target.containers, options)),
-    )
-    .await;
+    let options = InspectOptions { offline: args.offline, deadline };
+    let inspections =
+        join_all(targets.iter().map(|target| inspector.inspect(&target.containers, options))).await;
 
     let mut findings: Vec<(Option<&str>, &Finding)> = Vec::new();
     let mut images: BTreeMap<&str, &ImageReport> = BTreeMap::new();
     for (target, inspection) in targets.iter().zip(&inspections) {
-        findings.extend(
-            inspection
-                .findings
-                .iter()
-                .map(|finding| (target.workload.as_deref(), finding)),
-        );
+        findings.extend(inspection.findings.iter().map(|finding| (target.workload.as_deref(), finding)));
         for image in &inspection.images {
             images.entry(image.input.as_str()).or_insert(image);
         }
@@ -159,10 +135,7 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
             .and_then(|()| writeln!(stdout)),
         Output::Text => write_text(&mut stdout, &report),
     };
-    written.map_err(|source| CliError::Write {
-        path: PathBuf::from("<stdout>"),
-        source,
-    })?;
+    written.map_err(|source| CliError::Write { path: PathBuf::from("<stdout>"), source })?;
     Ok(exit)
 }
 

@@ -13,18 +13,11 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {source_name}: {error}")]
-    Read {
-        source_name: String,
-        error: std::io::Error,
-    },
+    Read { source_name: String, error: std::io::Error },
     #[error("{source_name}: not valid YAML or JSON: {message}")]
     Parse { source_name: String, message: String },
     #[error("{source_name}: {workload}: {message}")]
-    Workload {
-        source_name: String,
-        workload: String,
-        message: String,
-    },
+    Workload { source_name: String, workload: String, message: String },
 }
 
 /// One workload found in a manifest, with the containers to check.
@@ -41,24 +34,12 @@ pub fn read_source(path: &Path) -> Result<(String, String), ManifestError> {
     let source_name = path.display().to_string();
     let mut text = String::new();
     let result = if path == Path::new("-") {
-        std::io::stdin()
-            .take(MAX_MANIFEST_BYTES)
-            .read_to_string(&mut text)
+        std::io::stdin().take(MAX_MANIFEST_BYTES).read_to_string(&mut text)
     } else {
         std::fs::File::open(path).and_then(|file| file.take(MAX_MANIFEST_BYTES).read_to_string(&mut text))
     };
-    result.map_err(|error| ManifestError::Read {
-        source_name: source_name.clone(),
-        error,
-    })?;
-    Ok((
-        if source_name == "-" {
-            "<stdin>".to_string()
-        } else {
-            source_name
-        },
-        text,
-    ))
+    result.map_err(|error| ManifestError::Read { source_name: source_name.clone(), error })?;
+    Ok((if source_name == "-" { "<stdin>".to_string() } else { source_name }, text))
 }
 
 pub fn workloads(source_name: &str, text: &str) -> Result<Vec<Workload>, ManifestError> {
@@ -92,47 +73,28 @@ fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Value>, Manifest
 fn collect(source_name: &str, document: Value, found: &mut Vec<Workload>) -> Result<(), ManifestError> {
     match document {
         Value::Null => Ok(()),
-        Value::Array(items) => items
-            .into_iter()
-            .try_for_each(|item| collect(source_name, item, found)),
+        Value::Array(items) => items.into_iter().try_for_each(|item| collect(source_name, item, found)),
         Value::Object(ref object) => {
             let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
             if kind == "List" || kind.ends_with("List") && object.get("items").is_some() {
-                let items = object
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                return items
-                    .into_iter()
-                    .try_for_each(|item| collect(source_name, item, found));
+                let items = object.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                return items.into_iter().try_for_each(|item| collect(source_name, item, found));
             }
-            let api_version = object
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
             let Some(workload_kind) = WorkloadKind::from_api_version(api_version, kind) else {
                 return Ok(());
             };
-            let name = document
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("<unnamed>");
+            let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>");
             let label = match document.pointer("/metadata/namespace").and_then(Value::as_str) {
                 Some(namespace) => format!("{kind}/{namespace}/{name}"),
                 None => format!("{kind}/{name}"),
             };
-            let spec = workload_kind
-                .pod_spec(&document)
-                .map_err(|error| ManifestError::Workload {
-                    source_name: source_name.to_string(),
-                    workload: label.clone(),
-                    message: error.to_string(),
-                })?;
-            found.push(Workload {
-                label,
-                containers: containers(&spec),
-            });
+            let spec = workload_kind.pod_spec(&document).map_err(|error| ManifestError::Workload {
+                source_name: source_name.to_string(),
+                workload: label.clone(),
+                message: error.to_string(),
+            })?;
+            found.push(Workload { label, containers: containers(&spec) });
             Ok(())
         }
         _ => Err(ManifestError::Parse {
@@ -181,18 +143,9 @@ items:
         let text = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"nginx"}]}}
 {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#;
         assert_eq!(workloads("t.json", text).unwrap().len(), 1);
-        assert!(matches!(
-            workloads("t.json", "{nope"),
-            Err(ManifestError::Parse { .. })
-        ));
-        assert!(matches!(
-            workloads("t.yaml", "a: [1,"),
-            Err(ManifestError::Parse { .. })
-        ));
+        assert!(matches!(workloads("t.json", "{nope"), Err(ManifestError::Parse { .. })));
+        assert!(matches!(workloads("t.yaml", "a: [1,"), Err(ManifestError::Parse { .. })));
         let broken = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{}}"#;
-        assert!(matches!(
-            workloads("t.json", broken),
-            Err(ManifestError::Workload { .. })
-        ));
+        assert!(matches!(workloads("t.json", broken), Err(ManifestError::Workload { .. })));
     }
 }

@@ -75,14 +75,10 @@ fn load_keyring(explicit: Option<&PathBuf>) -> Result<Keyring, CliError> {
             _ => return Ok(Keyring::default()),
         },
     };
-    let bytes = std::fs::read(&path).map_err(|error| CliError::DockerConfig {
-        path: path.clone(),
-        message: error.to_string(),
-    })?;
-    Keyring::from_docker_config(&bytes, &path.display().to_string()).map_err(|error| CliError::DockerConfig {
-        path,
-        message: error.to_string(),
-    })
+    let bytes = std::fs::read(&path)
+        .map_err(|error| CliError::DockerConfig { path: path.clone(), message: error.to_string() })?;
+    Keyring::from_docker_config(&bytes, &path.display().to_string())
+        .map_err(|error| CliError::DockerConfig { path, message: error.to_string() })
 }
 
 fn default_docker_config() -> Option<PathBuf> {

@@ -36,11 +36,7 @@ pub struct ServeArgs {
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
     /// Where the generated certificate's CA is written (PEM), for curl --cacert or a caBundle.
-    #[arg(
-        long,
-        env = "PULLGUARD_SELF_SIGNED_CA_OUT",
-        default_value = "pullguard-ca.pem"
-    )]
+    #[arg(long, env = "PULLGUARD_SELF_SIGNED_CA_OUT", default_value = "pullguard-ca.pem")]
     pub self_signed_ca_out: PathBuf,
     /// Docker config JSON with credentials the nodes themselves have (node-level pull credentials).
     #[arg(long, env = "PULLGUARD_DOCKER_CONFIG")]
@@ -53,19 +49,14 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), CliError> {
         _ => {
             let sans = tls::default_sans(&args.tls_sans);
             let material = tls::self_signed(&sans)?;
-            std::fs::write(&args.self_signed_ca_out, &material.ca_pem).map_err(|source| CliError::Write {
-                path: args.self_signed_ca_out.clone(),
-                source,
-            })?;
+            std::fs::write(&args.self_signed_ca_out, &material.ca_pem)
+                .map_err(|source| CliError::Write { path: args.self_signed_ca_out.clone(), source })?;
             info!(
                 ca = %args.self_signed_ca_out.display(),
                 sans = %sans.join(","),
                 "no --tls-cert given: serving a generated certificate; its CA is in the file named here"
             );
-            eprintln!(
-                "pullguard: self-signed CA written to {}",
-                args.self_signed_ca_out.display()
-            );
+            eprintln!("pullguard: self-signed CA written to {}", args.self_signed_ca_out.display());
             tls::certified_key(
                 material.cert_pem.as_bytes(),
                 material.key_pem.as_bytes(),
@@ -86,10 +77,7 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), CliError> {
         args.admin_listen,
         Arc::new(CertStore::new(certified)),
     )?;
-    eprintln!(
-        "pullguard: serving https://{}/validate (admin http://{})",
-        running.addr, running.admin_addr
-    );
+    eprintln!("pullguard: serving https://{}/validate (admin http://{})", running.addr, running.admin_addr);
     shutdown_signal().await;
     info!("shutting down");
     running.shutdown();

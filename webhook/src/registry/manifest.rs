@@ -152,22 +152,13 @@ struct Sniff {
 }
 
 fn invalid(reason: impl Into<String>) -> LookupError {
-    LookupError::InvalidManifest {
-        reason: reason.into(),
-    }
+    LookupError::InvalidManifest { reason: reason.into() }
 }
 
 /// The media type of a response: the Content-Type header without parameters, else the body's own.
 pub fn media_type_of(content_type: Option<&str>, body: &[u8]) -> Result<String, LookupError> {
     let header = content_type
-        .map(|value| {
-            value
-                .split(';')
-                .next()
-                .unwrap_or(value)
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|value| value.split(';').next().unwrap_or(value).trim().to_ascii_lowercase())
         .filter(|value| !value.is_empty() && value != "application/json" && value != "text/plain");
     if let Some(header) = header {
         return Ok(header);
@@ -210,20 +201,13 @@ pub fn parse(media_type: &str, body: &[u8]) -> Result<Parsed, LookupError> {
                     media_type: entry.media_type,
                 })
                 .collect();
-            Ok(Parsed::Index {
-                kind,
-                artifact_type: index.artifact_type,
-                entries,
-            })
+            Ok(Parsed::Index { kind, artifact_type: index.artifact_type, entries })
         }
         OCI_MANIFEST | DOCKER_V2 => {
             let manifest: OciImageManifest =
                 serde_json::from_slice(body).map_err(|error| invalid(format!("bad manifest: {error}")))?;
-            let kind = if media_type == OCI_MANIFEST {
-                ManifestKind::OciManifest
-            } else {
-                ManifestKind::DockerV2
-            };
+            let kind =
+                if media_type == OCI_MANIFEST { ManifestKind::OciManifest } else { ManifestKind::DockerV2 };
             let layers = manifest
                 .layers
                 .into_iter()
@@ -247,20 +231,11 @@ pub fn parse(media_type: &str, body: &[u8]) -> Result<Parsed, LookupError> {
             let layers = manifest
                 .fs_layers
                 .into_iter()
-                .map(|layer| Layer {
-                    digest: layer.blob_sum,
-                    size: 0,
-                    media_type: String::new(),
-                })
+                .map(|layer| Layer { digest: layer.blob_sum, size: 0, media_type: String::new() })
                 .collect();
-            Ok(Parsed::Schema1 {
-                architecture: manifest.architecture,
-                layers,
-            })
+            Ok(Parsed::Schema1 { architecture: manifest.architecture, layers })
         }
-        other => Err(LookupError::UnsupportedMediaType {
-            media_type: other.to_string(),
-        }),
+        other => Err(LookupError::UnsupportedMediaType { media_type: other.to_string() }),
     }
 }
 
@@ -319,10 +294,7 @@ pub fn not_runnable_reason(facts: &ImageFacts) -> Option<String> {
         return Some(format!("it is an OCI artifact of type {artifact_type}"));
     }
     if facts.kind.is_index() {
-        return facts
-            .platforms
-            .is_empty()
-            .then(|| "the index lists no runnable platform".to_string());
+        return facts.platforms.is_empty().then(|| "the index lists no runnable platform".to_string());
     }
     if let Some(config) = &facts.config_media_type
         && config != OCI_CONFIG
@@ -347,25 +319,15 @@ mod tests {
     #[test]
     fn media_type_from_header_or_body() {
         assert_eq!(
-            media_type_of(
-                Some("application/vnd.oci.image.index.v1+json; charset=utf-8"),
-                b""
-            )
-            .unwrap(),
+            media_type_of(Some("application/vnd.oci.image.index.v1+json; charset=utf-8"), b"").unwrap(),
             OCI_INDEX
         );
-        assert_eq!(
-            media_type_of(None, br#"{"schemaVersion":1,"name":"a"}"#).unwrap(),
-            DOCKER_SCHEMA1
-        );
+        assert_eq!(media_type_of(None, br#"{"schemaVersion":1,"name":"a"}"#).unwrap(), DOCKER_SCHEMA1);
         assert_eq!(
             media_type_of(Some("application/json"), br#"{"schemaVersion":2,"manifests":[]}"#).unwrap(),
             OCI_INDEX
         );
-        assert_eq!(
-            media_type_of(None, br#"{"schemaVersion":2,"config":{}}"#).unwrap(),
-            OCI_MANIFEST
-        );
+        assert_eq!(media_type_of(None, br#"{"schemaVersion":2,"config":{}}"#).unwrap(), OCI_MANIFEST);
         assert!(media_type_of(None, b"<html>").is_err());
         assert!(media_type_of(None, b"{}").is_err());
     }
@@ -377,13 +339,8 @@ mod tests {
             {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:b","size":1,"platform":{"os":"unknown","architecture":"unknown"}},
             {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:c","size":1,"platform":{"os":"linux","architecture":"amd64"},
              "annotations":{"vnd.docker.reference.type":"attestation-manifest"}}]}"#;
-        let Parsed::Index { entries, .. } = parse(OCI_INDEX, body).unwrap() else {
-            panic!("not an index")
-        };
-        let platforms: Vec<_> = entries
-            .iter()
-            .filter_map(|entry| entry.platform.clone())
-            .collect();
+        let Parsed::Index { entries, .. } = parse(OCI_INDEX, body).unwrap() else { panic!("not an index") };
+        let platforms: Vec<_> = entries.iter().filter_map(|entry| entry.platform.clone()).collect();
         assert_eq!(platforms.len(), 1);
         assert_eq!(platforms[0].to_string(), "linux/arm64/v8");
     }
@@ -393,13 +350,7 @@ mod tests {
         let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
             "config":{"mediaType":"application/octet-stream","digest":"sha256:c","size":2},
             "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"sha256:l","size":3221225472}]}"#;
-        let Parsed::Image {
-            config_media_type,
-            layers,
-            kind,
-            ..
-        } = parse(DOCKER_V2, body).unwrap()
-        else {
+        let Parsed::Image { config_media_type, layers, kind, .. } = parse(DOCKER_V2, body).unwrap() else {
             panic!("not an image")
         };
         assert_eq!(kind, ManifestKind::DockerV2);
@@ -410,10 +361,7 @@ mod tests {
     #[test]
     fn schema1_and_garbage() {
         let body = br#"{"schemaVersion":1,"name":"a","tag":"v1","architecture":"amd64","fsLayers":[{"blobSum":"sha256:x"}]}"#;
-        assert!(matches!(
-            parse(DOCKER_SCHEMA1_SIGNED, body).unwrap(),
-            Parsed::Schema1 { .. }
-        ));
+        assert!(matches!(parse(DOCKER_SCHEMA1_SIGNED, body).unwrap(), Parsed::Schema1 { .. }));
         assert!(parse(OCI_MANIFEST, b"not json").is_err());
         assert!(parse("application/vnd.example+json", b"{}").is_err());
     }

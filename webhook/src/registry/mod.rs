@@ -70,10 +70,8 @@ const MAX_SUGGESTIONS: usize = 3;
 
 impl Registry {
     pub fn new(config: &Config) -> Result<Registry, TransportBuildError> {
-        let lookups = Cache::builder()
-            .max_capacity(config.cache.max_entries)
-            .expire_after(EntryExpiry)
-            .build();
+        let lookups =
+            Cache::builder().max_capacity(config.cache.max_entries).expire_after(EntryExpiry).build();
         let tag_digests = Cache::builder()
             .max_capacity(config.cache.max_entries)
             .time_to_live(config.cache.digest_ttl.0)
@@ -108,14 +106,7 @@ impl Registry {
         };
         match image.digest() {
             Some(digest) => self.by_digest(&endpoint, &image.name(), digest).await,
-            None => {
-                self.by_tag(
-                    &endpoint,
-                    &image.name(),
-                    image.effective_tag().unwrap_or("latest"),
-                )
-                .await
-            }
+            None => self.by_tag(&endpoint, &image.name(), image.effective_tag().unwrap_or("latest")).await,
         }
     }
 
@@ -185,14 +176,9 @@ impl Registry {
         }
         let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body)?;
         let digest = verified_digest(&media_type, reply.digest.as_deref(), &reply.body, None)?;
-        let facts = Arc::new(
-            self.facts_from(endpoint, &digest, &media_type, &reply.body)
-                .await?,
-        );
+        let facts = Arc::new(self.facts_from(endpoint, &digest, &media_type, &reply.body).await?);
         let digest_key = cache_key(name, "@", &digest, endpoint.credential);
-        self.lookups
-            .insert(digest_key, Entry::Found(facts.clone(), self.ttls.digest))
-            .await;
+        self.lookups.insert(digest_key, Entry::Found(facts.clone(), self.ttls.digest)).await;
         self.tag_digests.insert(tag_key.to_string(), digest).await;
         Ok(facts)
     }
@@ -206,17 +192,12 @@ impl Registry {
         if reply.is_not_found() {
             return Err(match reply.error_code.as_deref() {
                 Some("NAME_UNKNOWN") => LookupError::RepositoryNotFound,
-                _ => LookupError::DigestNotFound {
-                    digest: digest.to_string(),
-                },
+                _ => LookupError::DigestNotFound { digest: digest.to_string() },
             });
         }
         let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body)?;
         let digest = verified_digest(&media_type, reply.digest.as_deref(), &reply.body, Some(digest))?;
-        Ok(Arc::new(
-            self.facts_from(endpoint, &digest, &media_type, &reply.body)
-                .await?,
-        ))
+        Ok(Arc::new(self.facts_from(endpoint, &digest, &media_type, &reply.body).await?))
     }
 
     /// A missing tag: the tag list tells a missing repository from a missing tag and gives the
@@ -228,10 +209,7 @@ impl Registry {
                 existing_tags: Some(closest_tags(tag, tags)),
             },
             Err(LookupError::RepositoryNotFound) => LookupError::RepositoryNotFound,
-            Err(_) => LookupError::TagNotFound {
-                tag: tag.to_string(),
-                existing_tags: None,
-            },
+            Err(_) => LookupError::TagNotFound { tag: tag.to_string(), existing_tags: None },
         }
     }
 
@@ -254,54 +232,33 @@ impl Registry {
             layers: Vec::new(),
         };
         match parsed {
-            Parsed::Index {
-                kind,
-                artifact_type,
-                entries,
-            } => {
+            Parsed::Index { kind, artifact_type, entries } => {
                 facts.kind = kind;
                 facts.artifact_type = artifact_type;
                 facts.platforms = entries.into_iter().filter_map(|entry| entry.platform).collect();
                 facts.platforms.sort();
                 facts.platforms.dedup();
             }
-            Parsed::Image {
-                kind,
-                config_media_type,
-                config_digest,
-                artifact_type,
-                layers,
-            } => {
+            Parsed::Image { kind, config_media_type, config_digest, artifact_type, layers } => {
                 facts.kind = kind;
                 facts.compressed_size = Some(layers.iter().map(|layer| layer.size).sum());
                 facts.layers = layers;
                 let runnable_config = artifact_type.is_none()
-                    && [
-                        manifest::OCI_CONFIG,
-                        manifest::DOCKER_CONFIG,
-                        manifest::OCTET_STREAM,
-                    ]
-                    .contains(&config_media_type.as_str());
+                    && [manifest::OCI_CONFIG, manifest::DOCKER_CONFIG, manifest::OCTET_STREAM]
+                        .contains(&config_media_type.as_str());
                 facts.artifact_type = artifact_type;
                 facts.config_media_type = Some(config_media_type);
                 if runnable_config {
-                    facts.platforms = self
-                        .config_platform(endpoint, &config_digest)
-                        .await?
-                        .into_iter()
-                        .collect();
+                    facts.platforms =
+                        self.config_platform(endpoint, &config_digest).await?.into_iter().collect();
                 }
             }
             Parsed::Schema1 { architecture, layers } => {
                 facts.kind = ManifestKind::DockerSchema1;
                 facts.layers = layers;
                 if !architecture.is_empty() {
-                    facts.platforms = vec![Platform {
-                        os: "linux".into(),
-                        architecture,
-                        variant: None,
-                        os_version: None,
-                    }];
+                    facts.platforms =
+                        vec![Platform { os: "linux".into(), architecture, variant: None, os_version: None }];
                 }
             }
         }
@@ -316,9 +273,7 @@ impl Registry {
     ) -> Result<Option<Platform>, LookupError> {
         let reply = self.transport.get_blob(endpoint, digest).await?;
         if reply.is_not_found() {
-            return Err(LookupError::InvalidManifest {
-                reason: format!("config blob {digest} is missing"),
-            });
+            return Err(LookupError::InvalidManifest { reason: format!("config blob {digest} is missing") });
         }
         if content_digest(&reply.body) != digest && digest.starts_with("sha256:") {
             return Err(LookupError::RegistryFailure {
@@ -332,10 +287,7 @@ impl Registry {
 
 fn cache_key(name: &str, separator: &str, reference: &str, credential: Option<&Credential>) -> String {
     let identity = credential.map(Credential::identity);
-    format!(
-        "{name}{separator}{reference}#{}",
-        identity.as_deref().unwrap_or("anonymous")
-    )
+    format!("{name}{separator}{reference}#{}", identity.as_deref().unwrap_or("anonymous"))
 }
 
 fn into_entry(
@@ -396,16 +348,10 @@ fn verified_digest(
 
 /// Up to three existing tags closest to the one asked for, for "did you mean" in PG101.
 pub fn closest_tags(wanted: &str, tags: Vec<String>) -> Vec<String> {
-    let mut scored: Vec<(usize, String)> = tags
-        .into_iter()
-        .map(|tag| (strsim::levenshtein(wanted, &tag), tag))
-        .collect();
+    let mut scored: Vec<(usize, String)> =
+        tags.into_iter().map(|tag| (strsim::levenshtein(wanted, &tag), tag)).collect();
     scored.sort();
-    scored
-        .into_iter()
-        .take(MAX_SUGGESTIONS)
-        .map(|(_, tag)| tag)
-        .collect()
+    scored.into_iter().take(MAX_SUGGESTIONS).map(|(_, tag)| tag).collect()
 }
 
 #[cfg(test)]
@@ -414,9 +360,7 @@ mod tests {
 
     #[test]
     fn suggestions_are_the_closest_three() {
-        let tags = ["v1.2.3", "v1.2.4", "latest", "v2.0.0", "main"]
-            .map(String::from)
-            .to_vec();
+        let tags = ["v1.2.3", "v1.2.4", "latest", "v2.0.0", "main"].map(String::from).to_vec();
         assert_eq!(closest_tags("v1.2.5", tags), vec!["v1.2.3", "v1.2.4", "v2.0.0"]);
         assert!(closest_tags("x", vec![]).is_empty());
     }
@@ -425,10 +369,7 @@ mod tests {
     fn digests_are_verified() {
         let body = b"{}";
         let good = content_digest(body);
-        assert_eq!(
-            verified_digest(manifest::OCI_MANIFEST, Some(&good), body, Some(&good)).unwrap(),
-            good
-        );
+        assert_eq!(verified_digest(manifest::OCI_MANIFEST, Some(&good), body, Some(&good)).unwrap(), good);
         assert!(verified_digest(manifest::OCI_MANIFEST, Some("sha256:00"), body, None).is_err());
         assert!(verified_digest(manifest::OCI_MANIFEST, None, body, Some("sha256:00")).is_err());
         assert_eq!(
@@ -441,10 +382,7 @@ mod tests {
     fn keys_separate_credentials() {
         let a = Credential::new("a", "1");
         let b = Credential::new("a", "2");
-        assert_ne!(
-            cache_key("n", ":", "t", Some(&a)),
-            cache_key("n", ":", "t", Some(&b))
-        );
+        assert_ne!(cache_key("n", ":", "t", Some(&a)), cache_key("n", ":", "t", Some(&b)));
         assert_ne!(cache_key("n", ":", "t", Some(&a)), cache_key("n", ":", "t", None));
     }
 }

@@ -153,9 +153,7 @@ impl Transport {
     }
 
     fn settings(&self, registry: &str) -> Option<&RegistryConfig> {
-        self.registries
-            .iter()
-            .find(|settings| crate::glob::host_matches(&settings.host, registry))
+        self.registries.iter().find(|settings| crate::glob::host_matches(&settings.host, registry))
     }
 
     fn client_for(&self, registry: &str) -> &reqwest::Client {
@@ -166,14 +164,8 @@ impl Transport {
     }
 
     fn base_url(&self, endpoint: &Endpoint<'_>) -> String {
-        let insecure = self
-            .settings(endpoint.registry)
-            .is_some_and(|settings| settings.insecure);
-        format!(
-            "{}://{}",
-            if insecure { "http" } else { "https" },
-            endpoint.api_host
-        )
+        let insecure = self.settings(endpoint.registry).is_some_and(|settings| settings.insecure);
+        format!("{}://{}", if insecure { "http" } else { "https" }, endpoint.api_host)
     }
 
     pub async fn head_manifest(
@@ -187,8 +179,7 @@ impl Transport {
 
     pub async fn get_manifest(&self, endpoint: &Endpoint<'_>, reference: &str) -> Result<Reply, LookupError> {
         let path = format!("/v2/{}/manifests/{}", endpoint.repository, reference);
-        self.send(endpoint, Method::GET, &path, Some(ACCEPT), self.max_body)
-            .await
+        self.send(endpoint, Method::GET, &path, Some(ACCEPT), self.max_body).await
     }
 
     pub async fn get_blob(&self, endpoint: &Endpoint<'_>, digest: &str) -> Result<Reply, LookupError> {
@@ -204,16 +195,14 @@ impl Transport {
         for _ in 0..MAX_TAG_PAGES {
             let (reply, next) = self.send_with_link(endpoint, &path).await?;
             if reply.is_not_found() {
-                return Err(
-                    if reply.error_code.as_deref() == Some("NAME_UNKNOWN") || tags.is_empty() {
-                        LookupError::RepositoryNotFound
-                    } else {
-                        LookupError::RegistryFailure {
-                            status: Some(404),
-                            reason: "tag list page vanished".into(),
-                        }
-                    },
-                );
+                return Err(if reply.error_code.as_deref() == Some("NAME_UNKNOWN") || tags.is_empty() {
+                    LookupError::RepositoryNotFound
+                } else {
+                    LookupError::RegistryFailure {
+                        status: Some(404),
+                        reason: "tag list page vanished".into(),
+                    }
+                });
             }
             let page: TagList =
                 serde_json::from_slice(&reply.body).map_err(|error| LookupError::RegistryFailure {
@@ -267,18 +256,12 @@ impl Transport {
     ) -> Result<reqwest::Response, LookupError> {
         self.check_backoff(endpoint.api_host)?;
         let url = format!("{}{}", self.base_url(endpoint), path);
-        let known = self
-            .challenges
-            .lock()
-            .ok()
-            .and_then(|map| map.get(endpoint.api_host).cloned());
+        let known = self.challenges.lock().ok().and_then(|map| map.get(endpoint.api_host).cloned());
         let authorization = match &known {
             Some(challenge) => self.authorization_for(endpoint, challenge).await?,
             None => None,
         };
-        let response = self
-            .request(endpoint, method.clone(), &url, accept, authorization.as_deref())
-            .await?;
+        let response = self.request(endpoint, method.clone(), &url, accept, authorization.as_deref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -294,9 +277,7 @@ impl Transport {
         let Some(authorization) = self.authorization_for(endpoint, &challenge).await? else {
             return Err(LookupError::AuthRequired);
         };
-        let response = self
-            .request(endpoint, method, &url, accept, Some(&authorization))
-            .await?;
+        let response = self.request(endpoint, method, &url, accept, Some(&authorization)).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(auth_failure(endpoint, is_insufficient_scope(&response)));
         }
@@ -348,10 +329,7 @@ impl Transport {
         service: Option<&str>,
     ) -> Result<Arc<str>, LookupError> {
         let scope = format!("repository:{}:pull", endpoint.repository);
-        let identity = endpoint
-            .credential
-            .map(Credential::identity)
-            .unwrap_or_else(|| "anonymous".into());
+        let identity = endpoint.credential.map(Credential::identity).unwrap_or_else(|| "anonymous".into());
         let key = format!("{realm}\u{0}{}\u{0}{scope}\u{0}{identity}", service.unwrap_or(""));
         self.tokens
             .try_get_with(key, self.fetch_token(endpoint, realm, service, &scope))
@@ -399,30 +377,19 @@ impl Transport {
                 });
             }
         }
-        let body = read_limited(response, 1 << 20)
-            .await
-            .map_err(|error| match error {
-                ReadError::TooLarge => LookupError::RegistryFailure {
-                    status: None,
-                    reason: "token response too large".into(),
-                },
-                ReadError::Http(error) => LookupError::Unreachable {
-                    reason: describe(&error),
-                },
-            })?;
+        let body = read_limited(response, 1 << 20).await.map_err(|error| match error {
+            ReadError::TooLarge => {
+                LookupError::RegistryFailure { status: None, reason: "token response too large".into() }
+            }
+            ReadError::Http(error) => LookupError::Unreachable { reason: describe(&error) },
+        })?;
         let reply: TokenReply = serde_json::from_slice(&body).map_err(|_| LookupError::RegistryFailure {
             status: None,
             reason: "token response is not valid JSON".into(),
         })?;
-        reply
-            .token
-            .or(reply.access_token)
-            .filter(|token| !token.is_empty())
-            .map(Arc::from)
-            .ok_or_else(|| LookupError::RegistryFailure {
-                status: None,
-                reason: "token response has no token".into(),
-            })
+        reply.token.or(reply.access_token).filter(|token| !token.is_empty()).map(Arc::from).ok_or_else(|| {
+            LookupError::RegistryFailure { status: None, reason: "token response has no token".into() }
+        })
     }
 
     async fn finish(
@@ -432,37 +399,24 @@ impl Transport {
         body_limit: u64,
     ) -> Result<Reply, LookupError> {
         let status = response.status();
-        let forbidden_is_missing = self
-            .settings(endpoint.registry)
-            .is_some_and(|settings| settings.forbidden_means_not_found);
+        let forbidden_is_missing =
+            self.settings(endpoint.registry).is_some_and(|settings| settings.forbidden_means_not_found);
         if status.is_success() || status == StatusCode::NOT_FOUND {
             let content_type = header_text(&response, header::CONTENT_TYPE);
             let digest = header_text(&response, "docker-content-digest");
             let body = if body_limit > 0 || status == StatusCode::NOT_FOUND {
-                read_limited(response, body_limit.max(64 << 10))
-                    .await
-                    .map_err(|error| match error {
-                        ReadError::TooLarge => LookupError::RegistryFailure {
-                            status: Some(status.as_u16()),
-                            reason: format!("response larger than the {body_limit}-byte limit"),
-                        },
-                        ReadError::Http(error) => LookupError::Unreachable {
-                            reason: describe(&error),
-                        },
-                    })?
+                read_limited(response, body_limit.max(64 << 10)).await.map_err(|error| match error {
+                    ReadError::TooLarge => LookupError::RegistryFailure {
+                        status: Some(status.as_u16()),
+                        reason: format!("response larger than the {body_limit}-byte limit"),
+                    },
+                    ReadError::Http(error) => LookupError::Unreachable { reason: describe(&error) },
+                })?
             } else {
                 Vec::new()
             };
-            let error_code = (status == StatusCode::NOT_FOUND)
-                .then(|| first_error_code(&body))
-                .flatten();
-            return Ok(Reply {
-                status,
-                content_type,
-                digest,
-                error_code,
-                body,
-            });
+            let error_code = (status == StatusCode::NOT_FOUND).then(|| first_error_code(&body)).flatten();
+            return Ok(Reply { status, content_type, digest, error_code, body });
         }
         match status {
             StatusCode::FORBIDDEN if forbidden_is_missing => Ok(Reply {
@@ -519,9 +473,7 @@ impl Transport {
         }
         let remaining = until - now;
         Err(match reason {
-            BackoffReason::RateLimited => LookupError::RateLimited {
-                retry_after: Some(remaining),
-            },
+            BackoffReason::RateLimited => LookupError::RateLimited { retry_after: Some(remaining) },
             BackoffReason::ServerError => LookupError::RegistryFailure {
                 status: None,
                 reason: format!("registry failing, backing off for {}ms", remaining.as_millis()),
@@ -534,35 +486,35 @@ impl Transport {
     /// confirm by asking it in plain HTTP.
     async fn classify(&self, endpoint: &Endpoint<'_>, error: reqwest::Error) -> LookupError {
         if error.is_timeout() {
-            return LookupError::Unreachable {
-                reason: format!("timed out after {:?}", self.request_timeout),
+            return LookupError::Unreachable { reason: format!("timed out after {:?}", self.request_timeout) };
+        }
+        let text = describe(&error);
+        let tls = find_tls_error(&error);
+        // Some layers box the rustls error so that it cannot be downcast; its text is stable.
+        let certificate = matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
+            || text.contains("invalid peer certificate");
+        let not_tls = matches!(
+            tls,
+            Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. })
+        ) || text.contains("InvalidContentType")
+            || text.contains("corrupt message");
+        if certificate {
+            let reason = match tls {
+                Some(rustls::Error::InvalidCertificate(cause)) => format!("{cause:?}"),
+                _ => text,
             };
+            return LookupError::UntrustedCertificate { reason };
         }
-        match find_tls_error(&error) {
-            Some(rustls::Error::InvalidCertificate(cause)) => {
-                return LookupError::UntrustedCertificate {
-                    reason: format!("{cause:?}"),
-                };
+        if not_tls {
+            if self.speaks_plain_http(endpoint).await {
+                return LookupError::PlainHttp;
             }
-            Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) => {
-                if self.speaks_plain_http(endpoint).await {
-                    return LookupError::PlainHttp;
-                }
-                return LookupError::RegistryFailure {
-                    status: None,
-                    reason: "TLS handshake failed".into(),
-                };
-            }
-            Some(other) => {
-                return LookupError::UntrustedCertificate {
-                    reason: other.to_string(),
-                };
-            }
-            None => {}
+            return LookupError::RegistryFailure { status: None, reason: "TLS handshake failed".into() };
         }
-        LookupError::Unreachable {
-            reason: describe(&error),
+        if let Some(other) = tls {
+            return LookupError::RegistryFailure { status: None, reason: format!("TLS failure: {other}") };
         }
+        LookupError::Unreachable { reason: text }
     }
 
     async fn speaks_plain_http(&self, endpoint: &Endpoint<'_>) -> bool {
@@ -605,11 +557,7 @@ fn basic_value(credential: &Credential) -> String {
 }
 
 fn header_text(response: &reqwest::Response, name: impl header::AsHeaderName) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
+    response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_string)
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
@@ -652,10 +600,7 @@ fn parse_challenge(value: &str) -> Option<Challenge> {
         return None;
     }
     let params = parse_params(rest);
-    Some(Challenge::Bearer {
-        realm: params.get("realm")?.clone(),
-        service: params.get("service").cloned(),
-    })
+    Some(Challenge::Bearer { realm: params.get("realm")?.clone(), service: params.get("service").cloned() })
 }
 
 fn parse_params(text: &str) -> HashMap<String, String> {
@@ -712,11 +657,8 @@ fn find_tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'
 
 /// The innermost cause, which is the one that says what happened (DNS, refused, reset).
 fn describe(error: &reqwest::Error) -> String {
-    let mut message = if error.is_connect() {
-        "connection failed".to_string()
-    } else {
-        "request failed".to_string()
-    };
+    let mut message =
+        if error.is_connect() { "connection failed".to_string() } else { "request failed".to_string() };
     let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
     let mut last = None;
     while let Some(cause) = current {
@@ -734,14 +676,10 @@ fn build_client(
     ca_file: Option<&PathBuf>,
     timeout: Duration,
 ) -> Result<reqwest::Client, TransportBuildError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| TransportBuildError::ReadCa {
-            path: path.clone(),
-            source,
-        })?;
+        let pem = std::fs::read(path)
+            .map_err(|source| TransportBuildError::ReadCa { path: path.clone(), source })?;
         let mut added = 0;
         for certificate in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
             if roots.add(certificate).is_ok() {
@@ -783,10 +721,7 @@ mod tests {
                 service: Some("registry.example".into())
             })
         );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
     }

@@ -116,9 +116,7 @@ impl Running {
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     let listener = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ServerError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr, source })?;
     Ok(listener)
 }
 
@@ -132,13 +130,9 @@ pub fn start(
 ) -> Result<Running, ServerError> {
     let listener = bind(listen)?;
     let admin_listener = bind(admin_listen)?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr: listen, source })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: admin_listen,
-        source,
-    })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+    let admin_addr =
+        admin_listener.local_addr().map_err(|source| ServerError::Bind { addr: admin_listen, source })?;
     let rustls = RustlsConfig::from_config(Arc::new(tls::server_config(certs.clone())?));
     let handle = Handle::new();
     let admin_handle = Handle::new();
@@ -146,22 +140,12 @@ pub fn start(
         .map_err(|source| ServerError::Bind { addr, source })?
         .handle(handle.clone());
     let admin_server = axum_server::from_tcp(admin_listener)
-        .map_err(|source| ServerError::Bind {
-            addr: admin_addr,
-            source,
-        })?
+        .map_err(|source| ServerError::Bind { addr: admin_addr, source })?
         .handle(admin_handle.clone());
     let tasks = vec![
         tokio::spawn(server.serve(app_router.into_make_service())),
         tokio::spawn(admin_server.serve(admin.into_make_service())),
     ];
     info!(%addr, %admin_addr, "serving");
-    Ok(Running {
-        addr,
-        admin_addr,
-        certs,
-        handle,
-        admin_handle,
-        tasks,
-    })
+    Ok(Running { addr, admin_addr, certs, handle, admin_handle, tasks })
 }

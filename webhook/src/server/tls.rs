@@ -54,9 +54,7 @@ pub struct CertStore {
 
 impl CertStore {
     pub fn new(key: CertifiedKey) -> CertStore {
-        CertStore {
-            current: RwLock::new(Arc::new(key)),
-        }
+        CertStore { current: RwLock::new(Arc::new(key)) }
     }
 
     pub fn replace(&self, key: CertifiedKey) {
@@ -88,14 +86,10 @@ pub fn server_config(store: Arc<CertStore>) -> Result<ServerConfig, TlsError> {
 
 /// Reads a PEM chain and key and proves they match before anything is served.
 pub fn load_pem_files(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = std::fs::read(cert_path).map_err(|source| TlsError::Read {
-        path: cert_path.to_path_buf(),
-        source,
-    })?;
-    let key_pem = std::fs::read(key_path).map_err(|source| TlsError::Read {
-        path: key_path.to_path_buf(),
-        source,
-    })?;
+    let cert_pem = std::fs::read(cert_path)
+        .map_err(|source| TlsError::Read { path: cert_path.to_path_buf(), source })?;
+    let key_pem =
+        std::fs::read(key_path).map_err(|source| TlsError::Read { path: key_path.to_path_buf(), source })?;
     certified_key(&cert_pem, &key_pem, cert_path, key_path)
 }
 
@@ -105,27 +99,19 @@ pub fn certified_key(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<CertifiedKey, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .filter_map(Result::ok)
-        .collect();
+    let chain: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut &cert_pem[..]).filter_map(Result::ok).collect();
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert_path.to_path_buf(),
-        });
+        return Err(TlsError::NoCertificate { path: cert_path.to_path_buf() });
     }
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .ok()
         .flatten()
-        .ok_or_else(|| TlsError::NoKey {
-            path: key_path.to_path_buf(),
-        })?;
+        .ok_or_else(|| TlsError::NoKey { path: key_path.to_path_buf() })?;
     let signing_key = provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|source| TlsError::BadKey {
-            path: key_path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| TlsError::BadKey { path: key_path.to_path_buf(), source })?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(TlsError::Mismatch)?;
     Ok(certified)
@@ -140,9 +126,7 @@ pub struct SelfSigned {
 
 pub fn self_signed(sans: &[String]) -> Result<SelfSigned, TlsError> {
     let mut ca_params = CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "pullguard self-signed CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "pullguard self-signed CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate()?;
@@ -153,23 +137,17 @@ pub fn self_signed(sans: &[String]) -> Result<SelfSigned, TlsError> {
     params.distinguished_name.push(DnType::CommonName, "pullguard");
     params.subject_alt_names = sans
         .iter()
-        .map(
-            |san| match san.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
-                Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => san.clone().try_into().map(SanType::DnsName),
-            },
-        )
+        .map(|san| match san.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => san.clone().try_into().map(SanType::DnsName),
+        })
         .collect::<Result<_, rcgen::Error>>()?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(SelfSigned {
-        ca_pem: ca_cert.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok(SelfSigned { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 /// SANs of the generated certificate: loopback names plus whatever the operator adds.
@@ -205,13 +183,9 @@ mod tests {
     fn mismatched_or_missing_material_is_refused() {
         let one = self_signed(&default_sans(&[])).unwrap();
         let two = self_signed(&default_sans(&[])).unwrap();
-        let error = certified_key(
-            one.cert_pem.as_bytes(),
-            two.key_pem.as_bytes(),
-            Path::new("c"),
-            Path::new("k"),
-        )
-        .unwrap_err();
+        let error =
+            certified_key(one.cert_pem.as_bytes(), two.key_pem.as_bytes(), Path::new("c"), Path::new("k"))
+                .unwrap_err();
         assert!(matches!(error, TlsError::Mismatch(_)), "{error}");
         assert!(matches!(
             certified_key(b"", one.key_pem.as_bytes(), Path::new("c"), Path::new("k")),

@@ -1,0 +1,102 @@
+//! An in-process "registry" for faults a real one cannot produce on demand: fixed statuses
+//! (403, 429, 5xx), garbage bodies, and stalls. Every connection is answered the same way and
+//! counted; the listener stops when the value is dropped.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    task::JoinHandle,
+};
+
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Answer every request with this status, extra headers and body.
+    Respond { status: u16, headers: Vec<(String, String)>, body: String },
+    /// Accept the connection, read the request, never answer (bounded by `limit`).
+    Stall { limit: Duration },
+}
+
+pub struct FakeRegistry {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl FakeRegistry {
+    pub async fn start(behaviour: Behaviour) -> Result<FakeRegistry> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let behaviour = behaviour.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    let mut read = 0;
+                    // Read up to the end of the headers; requests here have no body.
+                    while read < buffer.len() {
+                        match stream.read(&mut buffer[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                        if buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    match behaviour {
+                        Behaviour::Stall { limit } => tokio::time::sleep(limit).await,
+                        Behaviour::Respond { status, headers, body } => {
+                            let mut response = format!(
+                                "HTTP/1.1 {status} Fake\r\nContent-Length: {}\r\nConnection: close\r\n",
+                                body.len()
+                            );
+                            for (name, value) in headers {
+                                response.push_str(&format!("{name}: {value}\r\n"));
+                            }
+                            response.push_str("\r\n");
+                            response.push_str(&body);
+                            let _ = stream.write_all(response.as_bytes()).await;
+                            let _ = stream.shutdown().await;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(FakeRegistry { addr, requests, task })
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+pub async fn closed_port() -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    Ok(addr.to_string())
+}

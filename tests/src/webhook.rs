@@ -1,0 +1,128 @@
+//! Runs pullguard's webhook in-process over real HTTPS (self-signed certificate, HTTP/2 client)
+//! and loads the captured AdmissionReview fixtures.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result};
+use pullguard::{
+    app::App,
+    config::{Config, RegistryConfig},
+    credentials::Keyring,
+    server::{self, Running, tls},
+};
+use serde_json::Value;
+
+use crate::registry::RegistryProcess;
+
+pub struct Webhook {
+    pub running: Running,
+    pub app: App,
+    pub client: reqwest::Client,
+}
+
+impl Webhook {
+    pub async fn start(config: Config, keyring: Keyring) -> Result<Webhook> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let material = tls::self_signed(&tls::default_sans(&[]))?;
+        let certified = tls::certified_key(
+            material.cert_pem.as_bytes(),
+            material.key_pem.as_bytes(),
+            std::path::Path::new("cert"),
+            std::path::Path::new("key"),
+        )?;
+        let app = App::new(config, keyring)?;
+        let running = server::start(
+            app.router(),
+            server::admin_router(Arc::new(std::sync::atomic::AtomicBool::new(true))),
+            "127.0.0.1:0".parse()?,
+            "127.0.0.1:0".parse()?,
+            Arc::new(tls::CertStore::new(certified)),
+        )?;
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(material.ca_pem.as_bytes())?])
+            .http2_prior_knowledge()
+            .no_proxy()
+            .build()?;
+        Ok(Webhook { running, app, client })
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/validate", self.running.addr.port())
+    }
+
+    /// Sends a review and returns (HTTP status, response body as JSON).
+    pub async fn post(&self, review: &Value) -> Result<(u16, Value)> {
+        let response = self.client.post(self.url()).json(review).send().await?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.context("response is not JSON")?;
+        Ok((status, body))
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>) -> Result<(u16, String)> {
+        let response =
+            self.client.post(self.url()).header("content-type", "application/json").body(body).send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.running.shutdown();
+    }
+}
+
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// A captured AdmissionReview from `tests/data/`.
+pub fn fixture(name: &str) -> Result<Value> {
+    let path = data_dir().join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// JSON pointer to the pod spec inside `request.object` for a fixture's kind.
+pub fn spec_pointer(review: &Value, which: &str) -> String {
+    let kind = review.pointer("/request/kind/kind").and_then(Value::as_str).unwrap_or_default();
+    let inner = match kind {
+        "Pod" => "/spec",
+        "CronJob" => "/spec/jobTemplate/spec/template/spec",
+        _ => "/spec/template/spec",
+    };
+    format!("/request/{which}{inner}")
+}
+
+/// Points every container (init, app) of the review's object at `image`, keeping names.
+pub fn set_all_images(review: &mut Value, which: &str, image: &str) {
+    let pointer = spec_pointer(review, which);
+    if let Some(spec) = review.pointer_mut(&pointer) {
+        for list in ["containers", "initContainers"] {
+            if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                for container in containers {
+                    container["image"] = Value::String(image.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Settings for the test registries: the plain one is declared insecure, the TLS one gets its CA.
+pub fn registry_settings(registry: &RegistryProcess) -> RegistryConfig {
+    RegistryConfig {
+        host: registry.host(),
+        insecure: !registry.is_tls(),
+        ca_file: registry.ca_path().map(PathBuf::from),
+        ..RegistryConfig::default()
+    }
+}
+
+/// A docker config JSON keyring with the registry's credentials (optionally a wrong password).
+pub fn keyring_for(registry: &RegistryProcess, password_override: Option<&str>) -> Result<Keyring> {
+    use base64::Engine;
+    let (user, password) = registry.credentials().context("registry has no credentials")?;
+    let password = password_override.unwrap_or(password);
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let json = serde_json::json!({"auths": {registry.host(): {"auth": auth}}});
+    Ok(Keyring::from_docker_config(json.to_string().as_bytes(), "test docker config")?)
+}

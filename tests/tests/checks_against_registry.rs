@@ -1,0 +1,311 @@
+//! Every registry-backed check against a real registry (Debian's docker-registry, distribution
+//! 2.8): a case that fires and a case that does not. Faults a real registry cannot produce on
+//! demand (403, 429, 5xx, stalls) come from the in-process fake.
+
+use std::{sync::Arc, time::Duration};
+
+use pullguard::{
+    config::{Config, HumanDuration, RegistryConfig},
+    credentials::Keyring,
+    finding::{Code, Severity},
+    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspection, Inspector},
+    registry::Registry,
+};
+use pullguard_tests::{
+    fake::{Behaviour, FakeRegistry, closed_port},
+    registry::RegistryProcess,
+    seed::{Format, ImageSpec, IndexEntry, LayerSpec, Seeder},
+    webhook::{keyring_for, registry_settings},
+};
+use tokio::time::Instant;
+
+fn inspector(registries: Vec<RegistryConfig>, keyring: Keyring) -> Inspector {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = Config { registries, ..Config::default() };
+    inspector_with(config, keyring)
+}
+
+fn inspector_with(config: Config, keyring: Keyring) -> Inspector {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = Arc::new(config);
+    let registry = Arc::new(Registry::new(&config).expect("registry client"));
+    Inspector::new(config, registry, keyring)
+}
+
+async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
+    let containers =
+        vec![ContainerImage { name: "app".into(), image: image.to_string(), kind: ContainerKind::App }];
+    let deadline = Instant::now() + inspector.config().deadline.0;
+    inspector.inspect(&containers, InspectOptions { offline: false, deadline }).await
+}
+
+fn codes(inspection: &Inspection) -> Vec<Code> {
+    let mut codes: Vec<Code> = inspection.findings.iter().map(|finding| finding.code).collect();
+    codes.sort();
+    codes
+}
+
+#[tokio::test]
+async fn plain_registry_table() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    let host = registry.host();
+    let v1 = seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    seeder.push_image("app", "v1.2.3", &ImageSpec::linux("amd64")).await.unwrap();
+    seeder.push_image("app", "v1.2.4", &ImageSpec::linux("amd64")).await.unwrap();
+    seeder.push_image("app", "latest", &ImageSpec::linux("amd64")).await.unwrap();
+    seeder.push_image("docker", "v1", &ImageSpec::linux("arm64/v8").docker()).await.unwrap();
+    let entries = [
+        IndexEntry::image(ImageSpec::linux("amd64")),
+        IndexEntry::image(ImageSpec::linux("arm64/v8")),
+        IndexEntry::attestation(0),
+    ];
+    seeder.push_index("multi", "v1", &entries, Format::Oci).await.unwrap();
+    let docker_entries = [
+        IndexEntry::image(ImageSpec::linux("amd64").docker()),
+        IndexEntry::image(ImageSpec::linux("arm/v7").docker()),
+    ];
+    seeder.push_index("list", "v1", &docker_entries, Format::DockerV2).await.unwrap();
+    seeder
+        .push_index(
+            "onlyattest",
+            "v1",
+            &[IndexEntry::image(ImageSpec::linux("amd64")), IndexEntry::attestation(0)],
+            Format::Oci,
+        )
+        .await
+        .unwrap();
+    seeder.push_schema1("legacy", "v1", "amd64").await.unwrap();
+    let octet = ImageSpec::linux("amd64").docker().with_config_media_type("application/octet-stream");
+    seeder.push_image("octet", "v1", &octet).await.unwrap();
+    seeder.push_artifact("sbom", "v1").await.unwrap();
+    let helm = ImageSpec::linux("amd64").with_config_media_type("application/vnd.cncf.helm.config.v1+json");
+    seeder.push_image("chart", "v1", &helm).await.unwrap();
+    let big = ImageSpec::linux("amd64").with_layers(vec![LayerSpec::declared(3 << 30)]);
+    seeder.push_image("big", "v1", &big).await.unwrap();
+    let under = ImageSpec::linux("amd64").with_layers(vec![LayerSpec::declared(1 << 30)]);
+    seeder.push_image("big", "v0", &under).await.unwrap();
+    let dupes = ImageSpec::linux("amd64").with_layers(vec![LayerSpec::small(), LayerSpec::repeat_previous()]);
+    seeder.push_image("dupes", "v1", &dupes).await.unwrap();
+    let empty = ImageSpec::linux("amd64").with_layers(vec![LayerSpec::empty(), LayerSpec::small()]);
+    seeder.push_image("dupes", "v2", &empty).await.unwrap();
+
+    let inspector = inspector(vec![registry_settings(&registry)], Keyring::default());
+    let missing_digest = format!("sha256:{}", "0".repeat(64));
+    let cases: Vec<(String, Vec<Code>)> = vec![
+        (format!("{host}/app:v1"), vec![]),
+        (format!("{host}/app@{}", v1.digest), vec![]),
+        (format!("{host}/app:v1@{}", v1.digest), vec![]),
+        (format!("{host}/app"), vec![Code::Pg601]),
+        (format!("{host}/app:latest"), vec![Code::Pg601]),
+        (format!("{host}/docker:v1"), vec![]),
+        (format!("{host}/multi:v1"), vec![]),
+        (format!("{host}/list:v1"), vec![]),
+        (format!("{host}/onlyattest:v1"), vec![]),
+        (format!("{host}/app:nosuchtag"), vec![Code::Pg101]),
+        (format!("{host}/nosuchrepo:v1"), vec![Code::Pg103]),
+        (format!("{host}/app@{missing_digest}"), vec![Code::Pg102]),
+        (format!("{host}/legacy:v1"), vec![Code::Pg401]),
+        (format!("{host}/octet:v1"), vec![Code::Pg402]),
+        (format!("{host}/sbom:v1"), vec![Code::Pg403]),
+        (format!("{host}/chart:v1"), vec![Code::Pg403]),
+        (format!("{host}/big:v1"), vec![Code::Pg602]),
+        (format!("{host}/big:v0"), vec![]),
+        (format!("{host}/dupes:v1"), vec![Code::Pg603]),
+        (format!("{host}/dupes:v2"), vec![Code::Pg603]),
+        (format!("{host}/App:v1"), vec![Code::Pg100]),
+    ];
+    for (image, expected) in &cases {
+        let inspection = inspect(&inspector, image).await;
+        assert_eq!(&codes(&inspection), expected, "{image}: {:#?}", inspection.findings);
+        for finding in &inspection.findings {
+            assert_eq!(finding.container, "app");
+            assert_eq!(&finding.image, image);
+            assert!(finding.message.len() > 60, "message too thin: {}", finding.message);
+        }
+    }
+
+    let inspection = inspect(&inspector, &format!("{host}/app:v1.2.5")).await;
+    let message = &inspection.findings[0].message;
+    assert!(message.contains("v1.2.4") && message.contains("v1.2.3"), "{message}");
+
+    let inspection = inspect(&inspector, &format!("{host}/app:v1")).await;
+    assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(v1.digest.as_str()));
+    let facts = inspection.images[0].facts.clone().unwrap();
+    assert_eq!(facts.platforms[0].to_string(), "linux/amd64");
+
+    let inspection = inspect(&inspector, &format!("{host}/multi:v1")).await;
+    let platforms: Vec<String> =
+        inspection.images[0].facts.as_ref().unwrap().platforms.iter().map(ToString::to_string).collect();
+    assert_eq!(platforms, vec!["linux/amd64", "linux/arm64/v8"], "attestations are not platforms");
+
+    let inspection = inspect(&inspector, &format!("{host}/docker:v1")).await;
+    let facts = inspection.images[0].facts.clone().unwrap();
+    assert_eq!(facts.platforms[0].to_string(), "linux/arm64/v8", "platform read from the config blob");
+}
+
+#[tokio::test]
+async fn findings_are_regraded_and_silenced_by_config() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    seeder.push_image("app", "latest", &ImageSpec::linux("amd64")).await.unwrap();
+    let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    config.findings.insert(Code::Pg601, pullguard::config::Grade::Error);
+    let strict = inspector_with(config.clone(), Keyring::default());
+    let inspection = inspect(&strict, &format!("{}/app:latest", registry.host())).await;
+    assert_eq!(inspection.findings[0].severity, Severity::Error);
+    config.findings.insert(Code::Pg601, pullguard::config::Grade::Off);
+    let silent = inspector_with(config, Keyring::default());
+    assert!(inspect(&silent, &format!("{}/app:latest", registry.host())).await.findings.is_empty());
+}
+
+#[tokio::test]
+async fn exempt_images_make_no_registry_call() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let config = Config {
+        registries: vec![registry_settings(&registry)],
+        exempt_images: vec![format!("{}/exempt/*", registry.host())],
+        ..Config::default()
+    };
+    let inspector = inspector_with(config, Keyring::default());
+    let inspection = inspect(&inspector, &format!("{}/exempt/app:nosuchtag", registry.host())).await;
+    assert!(inspection.findings.is_empty());
+    assert_eq!(registry.requests("GET /v2/exempt"), 0);
+    assert_eq!(registry.requests("HEAD /v2/exempt"), 0);
+}
+
+#[tokio::test]
+async fn tls_registry_with_basic_auth() {
+    let registry = RegistryProcess::start_tls_auth("robot", "s3cret-pass").await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    seeder.push_image("private", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let image = format!("{}/private:v1", registry.host());
+    let settings = registry_settings(&registry);
+
+    let with_credentials = inspector(vec![settings.clone()], keyring_for(&registry, None).unwrap());
+    let inspection = inspect(&with_credentials, &image).await;
+    assert_eq!(codes(&inspection), vec![], "{:#?}", inspection.findings);
+    let credential = inspection.images[0].credential.clone().expect("credential reported");
+    assert_eq!(credential.key, registry.host());
+    assert!(inspection.images[0].resolved_digest.is_some());
+
+    let anonymous = inspector(vec![settings.clone()], Keyring::default());
+    assert_eq!(codes(&inspect(&anonymous, &image).await), vec![Code::Pg201]);
+
+    let wrong =
+        inspector(vec![settings.clone()], keyring_for(&registry, Some("not-the-password-9x")).unwrap());
+    let inspection = inspect(&wrong, &image).await;
+    assert_eq!(codes(&inspection), vec![Code::Pg205]);
+    let printed = format!("{:?}", inspection.findings);
+    assert!(
+        !printed.contains("s3cret-pass") && !printed.contains("not-the-password-9x"),
+        "secret in findings"
+    );
+
+    // The same registry without its CA: not trusted.
+    let untrusted = RegistryConfig { ca_file: None, ..settings };
+    let no_ca = inspector(vec![untrusted], keyring_for(&registry, None).unwrap());
+    assert_eq!(codes(&inspect(&no_ca, &image).await), vec![Code::Pg503]);
+}
+
+#[tokio::test]
+async fn transport_faults() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+
+    // A plain-HTTP registry not declared insecure.
+    let undeclared = inspector(vec![], Keyring::default());
+    let inspection = inspect(&undeclared, &format!("{}/app:v1", registry.host())).await;
+    assert_eq!(codes(&inspection), vec![Code::Pg502], "{:#?}", inspection.findings);
+
+    let closed = closed_port().await.unwrap();
+    let insecure =
+        |host: &str| RegistryConfig { host: host.to_string(), insecure: true, ..RegistryConfig::default() };
+    let refused = inspector(vec![insecure(&closed)], Keyring::default());
+    assert_eq!(codes(&inspect(&refused, &format!("{closed}/app:v1")).await), vec![Code::Pg501]);
+
+    let respond = |status: u16, headers: Vec<(&str, &str)>| Behaviour::Respond {
+        status,
+        headers: headers.into_iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        body: r#"{"errors":[{"code":"X","message":"x"}]}"#.to_string(),
+    };
+    for (behaviour, expected) in [
+        (respond(500, vec![]), Code::Pg504),
+        (respond(502, vec![]), Code::Pg504),
+        (respond(429, vec![("Retry-After", "30")]), Code::Pg505),
+        (respond(403, vec![]), Code::Pg206),
+        (respond(200, vec![("Content-Type", "application/vnd.oci.image.manifest.v1+json")]), Code::Pg504),
+    ] {
+        let fake = FakeRegistry::start(behaviour.clone()).await.unwrap();
+        let checker = inspector(vec![insecure(&fake.host())], Keyring::default());
+        let image = format!("{}/app:v1", fake.host());
+        assert_eq!(codes(&inspect(&checker, &image).await), vec![expected], "{behaviour:?}");
+        if expected == Code::Pg505 {
+            // Backing off: the second lookup is answered without asking the registry again.
+            let before = fake.requests();
+            assert_eq!(
+                codes(&inspect(&checker, &format!("{}/other:v1", fake.host())).await),
+                vec![Code::Pg505]
+            );
+            assert_eq!(fake.requests(), before);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_registry_is_cut_off_by_the_deadline() {
+    let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
+    let config = Config {
+        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
+        deadline: HumanDuration(Duration::from_millis(800)),
+        lookup_timeout: HumanDuration(Duration::from_secs(10)),
+        ..Config::default()
+    };
+    let inspector = inspector_with(config, Keyring::default());
+    let started = std::time::Instant::now();
+    let inspection = inspect(&inspector, &format!("{}/app:v1", fake.host())).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(codes(&inspection), vec![Code::Pg501]);
+    assert!(inspection.findings[0].message.contains("deadline"));
+}
+
+#[tokio::test]
+async fn cached_tags_and_digests_cost_no_further_requests() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let inspector = inspector(vec![registry_settings(&registry)], Keyring::default());
+    let image = format!("{}/app:v1", registry.host());
+    inspect(&inspector, &image).await;
+    assert_eq!(registry.manifest_requests("app"), 1, "one manifest GET for a new tag");
+    assert_eq!(registry.requests("GET /v2/app/blobs/"), 1, "one config blob for the platform");
+    for _ in 0..5 {
+        inspect(&inspector, &image).await;
+    }
+    assert_eq!(registry.manifest_requests("app"), 1);
+    assert_eq!(registry.requests("GET /v2/app/blobs/"), 1);
+}
+
+#[tokio::test]
+async fn an_expired_tag_is_revalidated_with_a_head() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    config.cache.tag_ttl = HumanDuration(Duration::from_millis(200));
+    let inspector = inspector_with(config, Keyring::default());
+    let image = format!("{}/app:v1", registry.host());
+    inspect(&inspector, &image).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(inspect(&inspector, &image).await.findings.is_empty());
+    assert_eq!(registry.requests("GET /v2/app/manifests/"), 1);
+    assert_eq!(registry.requests("HEAD /v2/app/manifests/v1"), 1);
+
+    // The tag moves: the HEAD sees a new digest and the new manifest is read by digest.
+    let moved = seeder.push_image("app", "v1", &ImageSpec::linux("arm64")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let inspection = inspect(&inspector, &image).await;
+    assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(moved.digest.as_str()));
+    assert_eq!(registry.requests(&format!("GET /v2/app/manifests/{}", moved.digest)), 1);
+}
