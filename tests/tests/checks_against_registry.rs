@@ -2,6 +2,8 @@
 //! 2.8): a case that fires and a case that does not. Faults a real registry cannot produce on
 //! demand (403, 429, 5xx, stalls) come from the in-process fake.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::{sync::Arc, time::Duration};
 
 use pullguard::{

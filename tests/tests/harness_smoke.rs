@@ -1,5 +1,7 @@
 //! Checks that the harness seeds what it claims, against the real registry.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use pullguard_tests::registry::RegistryProcess;
 use pullguard_tests::seed::{
     Format, ImageSpec, IndexEntry, LayerSpec, SBOM_ARTIFACT_TYPE, Seeder, media, sha256_digest,

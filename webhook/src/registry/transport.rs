@@ -486,7 +486,9 @@ impl Transport {
     /// confirm by asking it in plain HTTP.
     async fn classify(&self, endpoint: &Endpoint<'_>, error: reqwest::Error) -> LookupError {
         if error.is_timeout() {
-            return LookupError::Unreachable { reason: format!("timed out after {:?}", self.request_timeout) };
+            return LookupError::Unreachable {
+                reason: format!("timed out after {:?}", self.request_timeout),
+            };
         }
         let text = describe(&error);
         let tls = find_tls_error(&error);
