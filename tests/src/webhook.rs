@@ -16,6 +16,7 @@ use crate::registry::RegistryProcess;
 
 pub struct Webhook {
     pub running: Running,
+    pub ca_pem: String,
     pub app: App,
     pub client: reqwest::Client,
 }
@@ -43,7 +44,7 @@ impl Webhook {
             .http2_prior_knowledge()
             .no_proxy()
             .build()?;
-        Ok(Webhook { running, app, client })
+        Ok(Webhook { running, ca_pem: material.ca_pem, app, client })
     }
 
     pub fn url(&self) -> String {
