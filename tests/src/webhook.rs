@@ -34,7 +34,7 @@ impl Webhook {
         let app = App::new(config, keyring)?;
         let running = server::start(
             app.router(),
-            server::admin_router(Arc::new(std::sync::atomic::AtomicBool::new(true))),
+            app.admin_router(),
             "127.0.0.1:0".parse()?,
             "127.0.0.1:0".parse()?,
             Arc::new(tls::CertStore::new(certified)),

@@ -256,6 +256,24 @@ async fn transport_faults() {
 }
 
 #[tokio::test]
+async fn registries_that_answer_403_for_missing_things_can_be_declared() {
+    let fake = FakeRegistry::start(Behaviour::Respond {
+        status: 403,
+        headers: vec![],
+        body: r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#.into(),
+    })
+    .await
+    .unwrap();
+    let image = format!("{}/app:v1", fake.host());
+    let plain = RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() };
+    let strict = inspector(vec![plain.clone()], Keyring::default());
+    assert_eq!(codes(&inspect(&strict, &image).await), vec![Code::Pg206]);
+    let lenient = RegistryConfig { forbidden_means_not_found: true, ..plain };
+    let lenient = inspector(vec![lenient], Keyring::default());
+    assert_eq!(codes(&inspect(&lenient, &image).await), vec![Code::Pg103]);
+}
+
+#[tokio::test]
 async fn a_stalled_registry_is_cut_off_by_the_deadline() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
     let config = Config {

@@ -1,12 +1,17 @@
-//! `App`: everything `serve` needs, built from one `Config`. Tests build it the same way and
-//! drive `router()` in-process or over a real socket.
+//! `App`: everything `serve` needs, built from one `Config` (and a Kubernetes client when there
+//! is a cluster). Tests build it the same way and drive `router()` in-process or over a socket.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use axum::Router;
+use tracing::info;
 
 use crate::{
     admission::Admission,
+    cluster::NamespaceModes,
     config::Config,
     credentials::Keyring,
     inspect::Inspector,
@@ -18,18 +23,53 @@ pub struct App {
     pub config: Arc<Config>,
     pub inspector: Arc<Inspector>,
     pub admission: Arc<Admission>,
+    /// True once every cache the decisions depend on has synced.
+    pub ready: Arc<AtomicBool>,
 }
 
 impl App {
+    /// Without a cluster: ready at once, namespace modes are not read.
     pub fn new(config: Config, keyring: Keyring) -> Result<App, TransportBuildError> {
+        App::build(config, keyring, None)
+    }
+
+    /// With a cluster: reflectors start now and `ready` turns true when they have synced.
+    pub fn with_cluster(
+        config: Config,
+        keyring: Keyring,
+        client: kube::Client,
+    ) -> Result<App, TransportBuildError> {
+        App::build(config, keyring, Some(client))
+    }
+
+    fn build(
+        config: Config,
+        keyring: Keyring,
+        client: Option<kube::Client>,
+    ) -> Result<App, TransportBuildError> {
         let config = Arc::new(config);
         let registry = Arc::new(Registry::new(&config)?);
         let inspector = Arc::new(Inspector::new(config.clone(), registry, keyring));
-        let admission = Arc::new(Admission::new(inspector.clone()));
-        Ok(App { config, inspector, admission })
+        let namespace_modes = client.map(NamespaceModes::start);
+        let ready = Arc::new(AtomicBool::new(namespace_modes.is_none()));
+        if let Some(modes) = namespace_modes.clone() {
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                if modes.wait_until_ready().await {
+                    info!("namespace modes synced; ready");
+                    ready.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+        let admission = Arc::new(Admission::new(inspector.clone(), namespace_modes));
+        Ok(App { config, inspector, admission, ready })
     }
 
     pub fn router(&self) -> Router {
         server::router(self.admission.clone())
+    }
+
+    pub fn admin_router(&self) -> Router {
+        server::admin_router(self.ready.clone())
     }
 }

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod app;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod finding;

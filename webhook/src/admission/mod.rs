@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use self::workload::{WorkloadKind, changed_containers, containers};
 use crate::{
+    cluster::NamespaceModes,
     config::Mode,
     finding::Finding,
     inspect::{InspectOptions, Inspector},
@@ -72,11 +73,12 @@ pub enum Outcome {
 
 pub struct Admission {
     inspector: Arc<Inspector>,
+    namespace_modes: Option<NamespaceModes>,
 }
 
 impl Admission {
-    pub fn new(inspector: Arc<Inspector>) -> Admission {
-        Admission { inspector }
+    pub fn new(inspector: Arc<Inspector>, namespace_modes: Option<NamespaceModes>) -> Admission {
+        Admission { inspector, namespace_modes }
     }
 
     pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
@@ -160,7 +162,11 @@ impl Admission {
         if wanted.is_empty() {
             return Outcome::Skipped(Skip::NoImageChange);
         }
-        let mode = effective_mode(config.mode, object);
+        let namespace_mode = request
+            .namespace
+            .as_deref()
+            .and_then(|namespace| self.namespace_modes.as_ref()?.mode_of(namespace));
+        let mode = effective_mode(namespace_mode.unwrap_or(config.mode), object);
         let deadline = Instant::now() + config.deadline.0;
         let inspection = self.inspector.inspect(&wanted, InspectOptions { offline: false, deadline }).await;
         let verdict = verdict::decide(mode, &inspection.findings);
@@ -168,7 +174,8 @@ impl Admission {
     }
 }
 
-/// The object's annotation may only relax the configured mode; an unknown value is ignored.
+/// The object's annotation may only relax the mode (the namespace's, else the configured one);
+/// an unknown value is ignored.
 fn effective_mode(configured: Mode, object: &DynamicObject) -> Mode {
     let requested =
         object.metadata.annotations.as_ref().and_then(|annotations| annotations.get(MODE_ANNOTATION));

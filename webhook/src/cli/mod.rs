@@ -54,6 +54,8 @@ pub enum CliError {
     Server(#[from] crate::server::ServerError),
     #[error(transparent)]
     Tls(#[from] crate::server::tls::TlsError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot write {path}: {source}")]

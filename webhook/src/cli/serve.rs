@@ -1,16 +1,13 @@
 //! `pullguard serve`.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, atomic::AtomicBool},
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use tracing::info;
 
 use super::{CliError, load_keyring};
 use crate::{
     app::App,
+    cluster,
     config::Config,
     server::{
         self,
@@ -38,6 +35,9 @@ pub struct ServeArgs {
     /// Where the generated certificate's CA is written (PEM), for curl --cacert or a caBundle.
     #[arg(long, env = "PULLGUARD_SELF_SIGNED_CA_OUT", default_value = "pullguard-ca.pem")]
     pub self_signed_ca_out: PathBuf,
+    /// Kubernetes API access (default: the in-cluster service account, else $KUBECONFIG, else none).
+    #[arg(long, env = "PULLGUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Docker config JSON with credentials the nodes themselves have (node-level pull credentials).
     #[arg(long, env = "PULLGUARD_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
@@ -66,13 +66,20 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), CliError> {
         }
     };
     let keyring = load_keyring(args.docker_config.as_ref())?;
-    let app = App::new(config, keyring)?;
+    let app = match cluster::connect(args.kubeconfig.as_deref()).await? {
+        Some((client, source)) => {
+            info!(?source, "Kubernetes API configured; namespace modes are read from it");
+            App::with_cluster(config, keyring, client)?
+        }
+        None => {
+            info!("no Kubernetes API configured: serving without namespace modes");
+            App::new(config, keyring)?
+        }
+    };
     info!(mode = %app.config.mode, deadline = ?app.config.deadline.0, "configuration loaded");
-    // Nothing to warm up yet: the registry cache fills on demand.
-    let ready = Arc::new(AtomicBool::new(true));
     let running = server::start(
         app.router(),
-        server::admin_router(ready),
+        app.admin_router(),
         args.listen,
         args.admin_listen,
         Arc::new(CertStore::new(certified)),

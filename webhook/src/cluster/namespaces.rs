@@ -1,0 +1,70 @@
+//! Per-namespace modes: the `pullguard.io/mode` label, read through a reflector that watches only
+//! labelled namespaces and keeps nothing but their name and that label.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, ResourceExt,
+    runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
+};
+use tracing::warn;
+
+use crate::config::Mode;
+
+pub const MODE_LABEL: &str = "pullguard.io/mode";
+
+#[derive(Clone)]
+pub struct NamespaceModes {
+    store: Store<Namespace>,
+}
+
+impl NamespaceModes {
+    /// Starts the reflector; it runs (with backoff on errors) for the life of the process.
+    pub fn start(client: kube::Client) -> NamespaceModes {
+        let (store, writer) = reflector::store();
+        let api: Api<Namespace> = Api::all(client);
+        let stream = watcher(api, watcher::Config::default().labels(MODE_LABEL))
+            .default_backoff()
+            .modify(strip)
+            .reflect(writer)
+            .applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    warn!(%error, "namespace watch failed; retrying");
+                }
+            }
+        });
+        NamespaceModes { store }
+    }
+
+    /// Resolves once the first full list has arrived.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.store.wait_until_ready().await.is_ok()
+    }
+
+    /// The namespace's mode, if it sets a valid one.
+    pub fn mode_of(&self, namespace: &str) -> Option<Mode> {
+        let found: Arc<Namespace> = self.store.get(&reflector::ObjectRef::new(namespace))?;
+        let value = found.labels().get(MODE_LABEL)?;
+        match value.parse() {
+            Ok(mode) => Some(mode),
+            Err(error) => {
+                warn!(namespace, %error, "ignoring invalid {MODE_LABEL} label");
+                None
+            }
+        }
+    }
+}
+
+/// Only the name and the mode label are ever read; the rest would just occupy memory.
+fn strip(namespace: &mut Namespace) {
+    namespace.managed_fields_mut().clear();
+    namespace.annotations_mut().clear();
+    namespace.labels_mut().retain(|key, _| key == MODE_LABEL);
+    namespace.spec = None;
+    namespace.status = None;
+}
