@@ -269,6 +269,11 @@ impl Transport {
             return Err(auth_failure(endpoint, false));
         };
         if authorization.is_some() && known.as_ref() == Some(&challenge) {
+            // The remembered answer was refused (a token revoked or expired early): forget it so
+            // the next lookup fetches a fresh one instead of failing for the token's whole life.
+            if let Challenge::Bearer { realm, service } = &challenge {
+                self.tokens.invalidate(&token_key(endpoint, realm, service.as_deref())).await;
+            }
             return Err(auth_failure(endpoint, is_insufficient_scope(&response)));
         }
         if let Ok(mut map) = self.challenges.lock() {
@@ -329,8 +334,7 @@ impl Transport {
         service: Option<&str>,
     ) -> Result<Arc<str>, LookupError> {
         let scope = format!("repository:{}:pull", endpoint.repository);
-        let identity = endpoint.credential.map(Credential::identity).unwrap_or_else(|| "anonymous".into());
-        let key = format!("{realm}\u{0}{}\u{0}{scope}\u{0}{identity}", service.unwrap_or(""));
+        let key = token_key(endpoint, realm, service);
         self.tokens
             .try_get_with(key, self.fetch_token(endpoint, realm, service, &scope))
             .await
@@ -534,6 +538,17 @@ fn auth_failure(endpoint: &Endpoint<'_>, insufficient_scope: bool) -> LookupErro
         (Some(_), true) => LookupError::Denied,
         (Some(_), false) => LookupError::CredentialsRejected,
     }
+}
+
+/// Tokens are bound to the realm, service, repository scope and credential they were issued for.
+fn token_key(endpoint: &Endpoint<'_>, realm: &str, service: Option<&str>) -> String {
+    let identity = endpoint.credential.map(Credential::identity);
+    format!(
+        "{realm}\u{0}{}\u{0}{}\u{0}{}",
+        service.unwrap_or(""),
+        endpoint.repository,
+        identity.as_deref().unwrap_or("anonymous")
+    )
 }
 
 fn challenge_of(response: &reqwest::Response) -> Option<Challenge> {
