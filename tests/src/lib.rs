@@ -1,5 +1,7 @@
 pub mod certs;
 pub mod fake;
+pub mod kubeapi;
 pub mod registry;
 pub mod seed;
+pub mod token;
 pub mod webhook;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::process::{Child, Command};
 
 use crate::certs::TestCa;
+use crate::token::TokenServer;
 
 /// Environment variable overriding the registry binary.
 pub const REGISTRY_BIN_ENV: &str = "PULLGUARD_TEST_REGISTRY_BIN";
@@ -31,6 +32,24 @@ pub struct AccessLogEntry {
     pub status: u16,
 }
 
+/// The `auth.token` section of a token-auth registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenAuth {
+    pub realm: String,
+    /// Expected `aud` of tokens, and the `service` of challenges.
+    pub service: String,
+    pub issuer: String,
+    /// The registry's own copy of the token server's certificate, so a restart does not
+    /// depend on the [`TokenServer`] still existing.
+    pub rootcertbundle: PathBuf,
+}
+
+enum Auth {
+    Anonymous,
+    Htpasswd { user: String, password: String },
+    Token { auth: TokenAuth, root_cert_pem: String },
+}
+
 struct Tls {
     ca: TestCa,
     ca_dir: PathBuf,
@@ -48,6 +67,7 @@ pub struct RegistryProcess {
     log_path: PathBuf,
     tls: Option<Tls>,
     credentials: Option<(String, String)>,
+    token: Option<TokenAuth>,
     // Last field so the directory outlives everything that points into it.
     dir: tempfile::TempDir,
 }
@@ -55,20 +75,39 @@ pub struct RegistryProcess {
 impl RegistryProcess {
     /// Plain HTTP, anonymous access.
     pub async fn start_plain() -> Result<Self> {
-        Self::start(false, None).await
+        Self::start(false, Auth::Anonymous).await
     }
 
     /// HTTPS with a fresh [`TestCa`] and basic auth (htpasswd, bcrypt cost 4).
     pub async fn start_tls_auth(user: &str, password: &str) -> Result<Self> {
-        Self::start(true, Some((user.to_owned(), password.to_owned()))).await
+        Self::start(true, Auth::Htpasswd { user: user.to_owned(), password: password.to_owned() }).await
     }
 
     /// HTTPS with a fresh [`TestCa`], anonymous access.
     pub async fn start_tls() -> Result<Self> {
-        Self::start(true, None).await
+        Self::start(true, Auth::Anonymous).await
     }
 
-    async fn start(tls: bool, credentials: Option<(String, String)>) -> Result<Self> {
+    /// HTTPS with a fresh [`TestCa`] and bearer-token auth against `token` (`auth.token`):
+    /// every request needs a token from its realm. [`crate::seed::Seeder`] cannot push here;
+    /// use [`crate::token::TokenSeeder`].
+    pub async fn start_token_auth(token: &TokenServer) -> Result<Self> {
+        Self::start(
+            true,
+            Auth::Token {
+                auth: TokenAuth {
+                    realm: token.realm(),
+                    service: token.service().to_owned(),
+                    issuer: token.issuer().to_owned(),
+                    rootcertbundle: PathBuf::new(),
+                },
+                root_cert_pem: token.root_cert_pem().to_owned(),
+            },
+        )
+        .await
+    }
+
+    async fn start(tls: bool, auth: Auth) -> Result<Self> {
         let bin = registry_bin()?;
         let dir = tempfile::Builder::new().prefix("pullguard-registry-").tempdir()?;
         let root = dir.path();
@@ -85,11 +124,21 @@ impl RegistryProcess {
         } else {
             None
         };
-        if let Some((user, password)) = &credentials {
-            // Cost 4: the registry pays the bcrypt cost on every request.
-            let hash = bcrypt::hash(password, 4)?;
-            std::fs::write(root.join("htpasswd"), format!("{user}:{hash}\n"))?;
-        }
+        let (credentials, token) = match auth {
+            Auth::Anonymous => (None, None),
+            Auth::Htpasswd { user, password } => {
+                // Cost 4: the registry pays the bcrypt cost on every request.
+                let hash = bcrypt::hash(&password, 4)?;
+                std::fs::write(root.join("htpasswd"), format!("{user}:{hash}\n"))?;
+                (Some((user, password)), None)
+            }
+            Auth::Token { mut auth, root_cert_pem } => {
+                auth.rootcertbundle = root.join("token-root.crt");
+                std::fs::write(&auth.rootcertbundle, root_cert_pem)
+                    .context("writing the token root certificate")?;
+                (None, Some(auth))
+            }
+        };
 
         let mut registry = Self {
             child: None,
@@ -99,6 +148,7 @@ impl RegistryProcess {
             log_path: root.join("registry.log"),
             tls,
             credentials,
+            token,
             dir,
         };
         let mut last_error = None;
@@ -156,6 +206,16 @@ impl RegistryProcess {
     /// `(user, password)` accepted by the registry, when it requires basic auth.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// The `auth.token` settings, when the registry uses bearer-token auth.
+    pub fn token_auth(&self) -> Option<&TokenAuth> {
+        self.token.as_ref()
+    }
+
+    /// The `service` a token-auth registry names in its challenges and expects as `aud`.
+    pub fn token_service(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.service.as_str())
     }
 
     /// The registry's scratch directory (storage, config, log, certificates).
@@ -281,6 +341,16 @@ http:
                 yaml_str(&root.join("htpasswd")),
             );
         }
+        if let Some(token) = &self.token {
+            let _ = write!(
+                config,
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                yaml_quote(&token.realm),
+                yaml_quote(&token.service),
+                yaml_quote(&token.issuer),
+                yaml_str(&token.rootcertbundle),
+            );
+        }
         std::fs::write(&self.config_path, config)
             .with_context(|| format!("writing {}", self.config_path.display()))
     }
@@ -394,7 +464,11 @@ fn free_port() -> Result<u16> {
 }
 
 fn yaml_str(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', "''"))
+    yaml_quote(&path.display().to_string())
+}
+
+fn yaml_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 // `127.0.0.1 - - [10/Oct/2024:13:55:36 +0000] "GET /v2/app/manifests/v1 HTTP/2.0" 200 528 "" "ua"`

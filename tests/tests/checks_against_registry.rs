@@ -38,7 +38,7 @@ async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
     let containers =
         vec![ContainerImage { name: "app".into(), image: image.to_string(), kind: ContainerKind::App }];
     let deadline = Instant::now() + inspector.config().deadline.0;
-    inspector.inspect(&containers, InspectOptions { offline: false, deadline }).await
+    inspector.inspect(&containers, None, InspectOptions { offline: false, deadline }).await
 }
 
 fn codes(inspection: &Inspection) -> Vec<Code> {
@@ -260,7 +260,8 @@ async fn registries_that_answer_403_for_missing_things_can_be_declared() {
     let fake = FakeRegistry::start(Behaviour::Respond {
         status: 403,
         headers: vec![],
-        body: r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#.into(),
+        body: r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#
+            .into(),
     })
     .await
     .unwrap();
@@ -328,4 +329,49 @@ async fn an_expired_tag_is_revalidated_with_a_head() {
     let inspection = inspect(&inspector, &image).await;
     assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(moved.digest.as_str()));
     assert_eq!(registry.requests(&format!("GET /v2/app/manifests/{}", moved.digest)), 1);
+}
+
+#[tokio::test]
+async fn bearer_token_registry() {
+    use pullguard_tests::token::{
+        LIMITED_PASSWORD, LIMITED_USER, ROBOT_PASSWORD, ROBOT_USER, TokenSeeder, TokenServer,
+    };
+    let tokens = TokenServer::start().await.unwrap();
+    let registry = RegistryProcess::start_token_auth(&tokens).await.unwrap();
+    let seeder = TokenSeeder::new(&registry, &tokens, &["app", "public/base"]).unwrap();
+    seeder.push_image("app", "v1", "amd64").await.unwrap();
+    seeder.push_image("app", "v2", "amd64").await.unwrap();
+    seeder.push_image("public/base", "v1", "arm64").await.unwrap();
+    let settings = registry_settings(&registry);
+    let keyring = |user: &str, password: &str| {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let json = serde_json::json!({"auths": {registry.host(): {"auth": auth}}});
+        Keyring::from_docker_config(json.to_string().as_bytes(), "test").unwrap()
+    };
+    let host = registry.host();
+
+    let robot = inspector(vec![settings.clone()], keyring(ROBOT_USER, ROBOT_PASSWORD));
+    let inspection = inspect(&robot, &format!("{host}/app:v1")).await;
+    assert_eq!(codes(&inspection), vec![], "{:#?}", inspection.findings);
+    let fetched = tokens.requests();
+    assert!(tokens.requests_with_credentials() >= 1, "credentials go to the realm the registry named");
+    // Another tag of the same repository reuses the token.
+    assert_eq!(codes(&inspect(&robot, &format!("{host}/app:v2")).await), vec![]);
+    assert_eq!(tokens.requests(), fetched);
+    assert_eq!(codes(&inspect(&robot, &format!("{host}/app:nosuchtag")).await), vec![Code::Pg101]);
+
+    let anonymous = inspector(vec![settings.clone()], Keyring::default());
+    let with_credentials_before = tokens.requests_with_credentials();
+    let inspection = inspect(&anonymous, &format!("{host}/public/base:v1")).await;
+    assert_eq!(codes(&inspection), vec![], "{:#?}", inspection.findings);
+    assert_eq!(tokens.requests_with_credentials(), with_credentials_before, "anonymous sends no credentials");
+    assert_eq!(codes(&inspect(&anonymous, &format!("{host}/app:v1")).await), vec![Code::Pg201]);
+
+    let limited = inspector(vec![settings.clone()], keyring(LIMITED_USER, LIMITED_PASSWORD));
+    assert_eq!(codes(&inspect(&limited, &format!("{host}/app:v1")).await), vec![Code::Pg206]);
+    assert_eq!(codes(&inspect(&limited, &format!("{host}/public/base:v1")).await), vec![]);
+
+    let wrong = inspector(vec![settings], keyring(ROBOT_USER, "not-the-password-9x"));
+    assert_eq!(codes(&inspect(&wrong, &format!("{host}/app:v1")).await), vec![Code::Pg205]);
 }

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::{
     admission::Admission,
-    cluster::NamespaceModes,
+    cluster::ClusterState,
     config::Config,
     credentials::Keyring,
     inspect::Inspector,
@@ -28,7 +28,7 @@ pub struct App {
 }
 
 impl App {
-    /// Without a cluster: ready at once, namespace modes are not read.
+    /// Without a cluster: ready at once; namespace modes and node platforms are not read.
     pub fn new(config: Config, keyring: Keyring) -> Result<App, TransportBuildError> {
         App::build(config, keyring, None)
     }
@@ -50,18 +50,18 @@ impl App {
         let config = Arc::new(config);
         let registry = Arc::new(Registry::new(&config)?);
         let inspector = Arc::new(Inspector::new(config.clone(), registry, keyring));
-        let namespace_modes = client.map(NamespaceModes::start);
-        let ready = Arc::new(AtomicBool::new(namespace_modes.is_none()));
-        if let Some(modes) = namespace_modes.clone() {
+        let cluster = client.map(ClusterState::start);
+        let ready = Arc::new(AtomicBool::new(cluster.is_none()));
+        if let Some(cluster) = cluster.clone() {
             let ready = ready.clone();
             tokio::spawn(async move {
-                if modes.wait_until_ready().await {
-                    info!("namespace modes synced; ready");
+                if cluster.wait_until_ready().await {
+                    info!("namespaces and nodes synced; ready");
                     ready.store(true, Ordering::Relaxed);
                 }
             });
         }
-        let admission = Arc::new(Admission::new(inspector.clone(), namespace_modes));
+        let admission = Arc::new(Admission::new(inspector.clone(), cluster));
         Ok(App { config, inspector, admission, ready })
     }
 

@@ -70,6 +70,7 @@ codes! {
     Pg204 => "PG204", Error, "pull secrets exist but none matches this registry";
     Pg205 => "PG205", Error, "credentials rejected by the registry (401)";
     Pg206 => "PG206", Error, "access denied (403)";
+    Pg300 => "PG300", Info, "platform not verified: no node data for the pod";
     Pg301 => "PG301", Error, "no platform of the image runs on the candidate nodes";
     Pg302 => "PG302", Warning, "some candidate nodes cannot run the image";
     Pg303 => "PG303", Error, "Windows image os.version incompatible with the nodes";

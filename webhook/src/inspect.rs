@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    checks::{self, Subject},
+    checks::{self, NodeTargets, Subject},
     config::Config,
     credentials::{Credential, Keyring},
     finding::Finding,
@@ -92,7 +92,14 @@ impl Inspector {
         &self.registry
     }
 
-    pub async fn inspect(&self, containers: &[ContainerImage], options: InspectOptions) -> Inspection {
+    /// `targets` is where the pod can run; `None` when platforms were not asked about (a plain
+    /// `check --image` without `--platform` or a cluster).
+    pub async fn inspect(
+        &self,
+        containers: &[ContainerImage],
+        targets: Option<&NodeTargets>,
+        options: InspectOptions,
+    ) -> Inspection {
         let mut distinct: Vec<&str> = Vec::new();
         for container in containers {
             if !distinct.contains(&container.image.as_str()) {
@@ -108,18 +115,26 @@ impl Inspector {
                 continue;
             };
             let subject = Subject { container: &container.name, image: &container.image };
-            findings.extend(self.findings_for(subject, resolved));
+            findings.extend(self.findings_for(subject, resolved, targets));
         }
         let images = distinct.iter().zip(resolved).map(|(input, resolved)| report(input, resolved)).collect();
         Inspection { findings: checks::grade(findings, &self.config), images }
     }
 
-    fn findings_for(&self, subject: Subject<'_>, resolved: &Resolved) -> Vec<Finding> {
+    fn findings_for(
+        &self,
+        subject: Subject<'_>,
+        resolved: &Resolved,
+        targets: Option<&NodeTargets>,
+    ) -> Vec<Finding> {
         let mut findings = checks::reference_findings(subject, &resolved.parsed);
         if let (Ok(image), Some(outcome)) = (&resolved.parsed, &resolved.outcome) {
             match outcome {
                 Ok(facts) => {
-                    findings.extend(checks::manifest_findings(subject, facts, self.config.max_image_size))
+                    findings.extend(checks::manifest_findings(subject, facts, self.config.max_image_size));
+                    if let Some(targets) = targets {
+                        findings.extend(checks::platform_findings(subject, facts, targets));
+                    }
                 }
                 Err(error) => findings.extend(checks::lookup_findings(subject, image, error)),
             }

@@ -40,12 +40,36 @@ impl NodeFacts {
     }
 }
 
-/// The nodes among `nodes` that the pod may be scheduled on.
-pub fn candidates<'a>(spec: &PodSpec, nodes: &'a [NodeFacts]) -> Vec<&'a NodeFacts> {
-    nodes.iter().filter(|node| admits(spec, node)).collect()
+/// Who will own the pods: the API server and controllers add tolerations the template does not show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodOwner {
+    /// DefaultTolerationSeconds gives every pod NoExecute tolerations for not-ready and unreachable.
+    Any,
+    /// The DaemonSet controller also tolerates pressure, unschedulable and network-unavailable.
+    DaemonSet,
 }
 
-fn admits(spec: &PodSpec, node: &NodeFacts) -> bool {
+const DAEMONSET_TOLERATED: [&str; 5] = [
+    "node.kubernetes.io/disk-pressure",
+    "node.kubernetes.io/memory-pressure",
+    "node.kubernetes.io/pid-pressure",
+    "node.kubernetes.io/unschedulable",
+    "node.kubernetes.io/network-unavailable",
+];
+
+fn implicitly_tolerated(taint: &Taint, owner: PodOwner) -> bool {
+    let key = taint.key.as_str();
+    let transient = key == "node.kubernetes.io/not-ready" || key == "node.kubernetes.io/unreachable";
+    (transient && taint.effect == "NoExecute")
+        || (owner == PodOwner::DaemonSet && (transient || DAEMONSET_TOLERATED.contains(&key)))
+}
+
+/// The nodes among `nodes` that the pod may be scheduled on.
+pub fn candidates<'a>(spec: &PodSpec, owner: PodOwner, nodes: &'a [NodeFacts]) -> Vec<&'a NodeFacts> {
+    nodes.iter().filter(|node| admits(spec, owner, node)).collect()
+}
+
+fn admits(spec: &PodSpec, owner: PodOwner, node: &NodeFacts) -> bool {
     if let Some(name) = spec.node_name.as_deref().filter(|name| !name.is_empty()) {
         return name == node.name;
     }
@@ -57,7 +81,7 @@ fn admits(spec: &PodSpec, node: &NodeFacts) -> bool {
         );
     let affinity_matches = affinity.is_none_or(|selector| selector_matches_node(selector, node));
     let tolerations = spec.tolerations.as_deref().unwrap_or_default();
-    selector_matches && affinity_matches && tolerates_all(tolerations, &node.taints)
+    selector_matches && affinity_matches && tolerates_all(tolerations, &node.taints, owner)
 }
 
 fn selector_matches_node(selector: &NodeSelector, node: &NodeFacts) -> bool {
@@ -94,10 +118,11 @@ fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&Str
 }
 
 /// Only taints that keep pods off a node count; PreferNoSchedule is a preference.
-fn tolerates_all(tolerations: &[Toleration], taints: &[Taint]) -> bool {
+fn tolerates_all(tolerations: &[Toleration], taints: &[Taint], owner: PodOwner) -> bool {
     taints
         .iter()
         .filter(|taint| taint.effect == "NoSchedule" || taint.effect == "NoExecute")
+        .filter(|taint| !implicitly_tolerated(taint, owner))
         .all(|taint| tolerations.iter().any(|toleration| tolerates(toleration, taint)))
 }
 
@@ -187,7 +212,7 @@ mod tests {
     }
 
     fn names(spec: &PodSpec, nodes: &[NodeFacts]) -> Vec<String> {
-        candidates(spec, nodes).iter().map(|node| node.name.clone()).collect()
+        candidates(spec, PodOwner::Any, nodes).iter().map(|node| node.name.clone()).collect()
     }
 
     fn cluster() -> Vec<NodeFacts> {
@@ -293,6 +318,19 @@ mod tests {
         for (terms, expected) in cases {
             assert_eq!(names(&with_affinity(terms.clone()), &nodes), expected, "{terms}");
         }
+    }
+
+    #[test]
+    fn implicit_tolerations() {
+        let nodes = vec![
+            node("down", &[], &[("node.kubernetes.io/unreachable", "", "NoExecute")]),
+            node("cordoned", &[], &[("node.kubernetes.io/unschedulable", "", "NoSchedule")]),
+        ];
+        let pod = spec(json!({}));
+        let names =
+            |owner| candidates(&pod, owner, &nodes).iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(PodOwner::Any), vec!["down"]);
+        assert_eq!(names(PodOwner::DaemonSet), vec!["down", "cordoned"]);
     }
 
     #[test]

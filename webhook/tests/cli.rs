@@ -262,3 +262,51 @@ async fn serve_runs_with_a_generated_certificate() {
     let live = reqwest::get(format!("{admin}/livez")).await.unwrap();
     assert_eq!(live.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn check_compares_platforms_with_given_node_platforms() {
+    use pullguard_tests::seed::{Format, IndexEntry};
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    let seeder = Seeder::new(&registry).unwrap();
+    seeder.push_image("armonly", "v1", &ImageSpec::linux("arm64/v8")).await.unwrap();
+    let entries =
+        [IndexEntry::image(ImageSpec::linux("amd64")), IndexEntry::image(ImageSpec::linux("arm64/v8"))];
+    seeder.push_index("multi", "v1", &entries, Format::Oci).await.unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pullguard.yaml"),
+        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
+    )
+    .unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let check = |image: &str, platforms: &[&str]| {
+            let mut args = vec!["check", "--config", "pullguard.yaml", "--output", "json", "--image", image];
+            for platform in platforms {
+                args.extend(["--platform", platform]);
+            }
+            run(&args, &dir_path)
+        };
+        vec![
+            check(&format!("{host}/armonly:v1"), &["linux/amd64"]),
+            check(&format!("{host}/armonly:v1"), &["linux/amd64", "linux/aarch64"]),
+            check(&format!("{host}/armonly:v1"), &[]),
+            check(&format!("{host}/multi:v1"), &["linux/amd64", "linux/arm64"]),
+            check(&format!("{host}/multi:v1"), &["linux/s390x"]),
+            check(&format!("{host}/multi:v1"), &["linux"]),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(outputs[0].status.code(), Some(1));
+    assert_eq!(codes(&json_of(&outputs[0])), vec!["PG301"]);
+    let message = json_of(&outputs[0])["findings"][0]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("linux/arm64") && message.contains("linux/amd64"), "{message}");
+    assert_eq!(outputs[1].status.code(), Some(0));
+    assert_eq!(codes(&json_of(&outputs[1])), vec!["PG302"]);
+    assert!(codes(&json_of(&outputs[2])).is_empty(), "no --platform: platforms are not checked");
+    assert!(codes(&json_of(&outputs[3])).is_empty());
+    assert_eq!(codes(&json_of(&outputs[4])), vec!["PG301"]);
+    assert_eq!(outputs[5].status.code(), Some(2), "a malformed --platform is a usage error");
+}

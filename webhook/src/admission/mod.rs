@@ -14,11 +14,15 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use self::workload::{WorkloadKind, changed_containers, containers};
+use k8s_openapi::api::core::v1::PodSpec;
+
 use crate::{
-    cluster::NamespaceModes,
+    checks::NodeTargets,
+    cluster::ClusterState,
     config::Mode,
     finding::Finding,
     inspect::{InspectOptions, Inspector},
+    scheduling::{self, PodOwner},
     verdict::{self, Verdict},
 };
 
@@ -73,12 +77,12 @@ pub enum Outcome {
 
 pub struct Admission {
     inspector: Arc<Inspector>,
-    namespace_modes: Option<NamespaceModes>,
+    cluster: Option<ClusterState>,
 }
 
 impl Admission {
-    pub fn new(inspector: Arc<Inspector>, namespace_modes: Option<NamespaceModes>) -> Admission {
-        Admission { inspector, namespace_modes }
+    pub fn new(inspector: Arc<Inspector>, cluster: Option<ClusterState>) -> Admission {
+        Admission { inspector, cluster }
     }
 
     pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
@@ -165,12 +169,39 @@ impl Admission {
         let namespace_mode = request
             .namespace
             .as_deref()
-            .and_then(|namespace| self.namespace_modes.as_ref()?.mode_of(namespace));
+            .and_then(|namespace| self.cluster.as_ref()?.namespace_modes.mode_of(namespace));
         let mode = effective_mode(namespace_mode.unwrap_or(config.mode), object);
         let deadline = Instant::now() + config.deadline.0;
-        let inspection = self.inspector.inspect(&wanted, InspectOptions { offline: false, deadline }).await;
+        let targets = self.node_targets(kind, &spec);
+        let options = InspectOptions { offline: false, deadline };
+        let inspection = self.inspector.inspect(&wanted, Some(&targets), options).await;
         let verdict = verdict::decide(mode, &inspection.findings);
         Outcome::Checked { mode, findings: inspection.findings, verdict }
+    }
+}
+
+impl Admission {
+    /// Where the pod can land: candidate nodes from the inventory, else the platform its
+    /// selector names, else the reason nothing could be compared.
+    fn node_targets(&self, kind: WorkloadKind, spec: &PodSpec) -> NodeTargets {
+        let Some(cluster) = &self.cluster else {
+            return NodeTargets::Unknown(
+                "pullguard runs without a Kubernetes API, so node platforms are unknown".into(),
+            );
+        };
+        if !cluster.nodes.is_synced() {
+            return NodeTargets::Unknown("the node inventory has not synced yet".into());
+        }
+        let nodes = cluster.nodes.nodes();
+        let owner = if kind == WorkloadKind::DaemonSet { PodOwner::DaemonSet } else { PodOwner::Any };
+        let candidates = scheduling::candidates(spec, owner, &nodes);
+        if candidates.is_empty() {
+            return match scheduling::platform_from_selectors(spec) {
+                Some(platform) => NodeTargets::Selector(platform),
+                None => NodeTargets::Pools(Vec::new()),
+            };
+        }
+        NodeTargets::from_nodes(&candidates, &self.inspector.config().node_pool_labels)
     }
 }
 

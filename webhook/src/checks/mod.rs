@@ -5,9 +5,15 @@
 
 mod lookup;
 mod manifest;
+mod platform;
 mod reference;
 
-pub use self::{lookup::lookup_findings, manifest::manifest_findings, reference::reference_findings};
+pub use self::{
+    lookup::lookup_findings,
+    manifest::manifest_findings,
+    platform::{NodeTargets, Pool, platform_findings},
+    reference::reference_findings,
+};
 use crate::{
     config::Config,
     finding::{Code, Finding},

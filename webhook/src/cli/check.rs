@@ -7,12 +7,19 @@ use futures::future::join_all;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use k8s_openapi::api::core::v1::{Node, PodSpec};
+
 use super::{CliError, load_keyring, manifests};
 use crate::{
+    admission::workload::WorkloadKind,
+    checks::NodeTargets,
+    cluster,
     config::Config,
     finding::{Finding, Severity},
     inspect::{ContainerImage, ContainerKind, ImageReport, InspectOptions, Inspector},
+    platform::Platform,
     registry::Registry,
+    scheduling::{self, NodeFacts, PodOwner},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -28,6 +35,13 @@ pub struct CheckArgs {
     pub offline: bool,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Check platforms against these node platforms (os/arch[/variant], repeatable: several stand
+    /// for a mixed pool). Without it and without --kubeconfig, platforms are not checked.
+    #[arg(long = "platform", conflicts_with = "kubeconfig")]
+    pub platforms: Vec<Platform>,
+    /// Read the live nodes of this cluster for the platform checks.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Docker config JSON with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long, env = "PULLGUARD_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
@@ -65,7 +79,50 @@ struct Report<'a> {
 
 struct Target {
     workload: Option<String>,
+    kind: WorkloadKind,
+    spec: PodSpec,
     containers: Vec<ContainerImage>,
+}
+
+/// Where platforms are compared: given platforms, the live nodes, or nowhere.
+enum Nodes {
+    NotChecked,
+    Platforms(NodeTargets),
+    Live(Vec<NodeFacts>),
+}
+
+impl Nodes {
+    async fn load(args: &CheckArgs) -> Result<Nodes, CliError> {
+        if !args.platforms.is_empty() {
+            return Ok(Nodes::Platforms(NodeTargets::from_platforms(&args.platforms)));
+        }
+        let Some(path) = &args.kubeconfig else { return Ok(Nodes::NotChecked) };
+        let Some((client, _)) = cluster::connect(Some(path)).await? else { return Ok(Nodes::NotChecked) };
+        let nodes = kube::Api::<Node>::all(client).list(&Default::default()).await.map_err(|error| {
+            CliError::Usage(format!("cannot list nodes with {}: {error}", path.display()))
+        })?;
+        Ok(Nodes::Live(nodes.items.iter().map(cluster::node_facts).collect()))
+    }
+
+    fn targets(&self, target: &Target, pool_labels: &[String]) -> Option<NodeTargets> {
+        match self {
+            Nodes::NotChecked => None,
+            Nodes::Platforms(targets) => Some(targets.clone()),
+            Nodes::Live(nodes) => {
+                let owner =
+                    if target.kind == WorkloadKind::DaemonSet { PodOwner::DaemonSet } else { PodOwner::Any };
+                let candidates = scheduling::candidates(&target.spec, owner, nodes);
+                Some(if candidates.is_empty() {
+                    match scheduling::platform_from_selectors(&target.spec) {
+                        Some(platform) => NodeTargets::Selector(platform),
+                        None => NodeTargets::Pools(Vec::new()),
+                    }
+                } else {
+                    NodeTargets::from_nodes(&candidates, pool_labels)
+                })
+            }
+        }
+    }
 }
 
 pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
@@ -79,12 +136,22 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
             .iter()
             .map(|image| ContainerImage { name: "-".into(), image: image.clone(), kind: ContainerKind::App })
             .collect();
-        targets.push(Target { workload: None, containers });
+        targets.push(Target {
+            workload: None,
+            kind: WorkloadKind::Pod,
+            spec: PodSpec::default(),
+            containers,
+        });
     }
     for path in &args.files {
         let (source_name, text) = manifests::read_source(path)?;
         for workload in manifests::workloads(&source_name, &text)? {
-            targets.push(Target { workload: Some(workload.label), containers: workload.containers });
+            targets.push(Target {
+                workload: Some(workload.label),
+                kind: workload.kind,
+                spec: workload.spec,
+                containers: workload.containers,
+            });
         }
     }
     let keyring = load_keyring(args.docker_config.as_ref())?;
@@ -93,8 +160,14 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     let inspector = Inspector::new(config.clone(), registry, keyring);
     let deadline = Instant::now() + config.deadline.0;
     let options = InspectOptions { offline: args.offline, deadline };
+    let nodes = Nodes::load(&args).await?;
+    let node_targets: Vec<Option<NodeTargets>> =
+        targets.iter().map(|target| nodes.targets(target, &config.node_pool_labels)).collect();
     let inspections =
-        join_all(targets.iter().map(|target| inspector.inspect(&target.containers, options))).await;
+        join_all(targets.iter().zip(&node_targets).map(|(target, node_targets)| {
+            inspector.inspect(&target.containers, node_targets.as_ref(), options)
+        }))
+        .await;
 
     let mut findings: Vec<(Option<&str>, &Finding)> = Vec::new();
     let mut images: BTreeMap<&str, &ImageReport> = BTreeMap::new();

@@ -3,6 +3,7 @@
 
 use std::{io::Read, path::Path};
 
+use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::Value;
 
 use crate::{
@@ -25,6 +26,8 @@ pub enum ManifestError {
 pub struct Workload {
     /// `Kind/namespace/name` (or `Kind/name` without a namespace).
     pub label: String,
+    pub kind: WorkloadKind,
+    pub spec: PodSpec,
     pub containers: Vec<ContainerImage>,
 }
 
@@ -94,7 +97,7 @@ fn collect(source_name: &str, document: Value, found: &mut Vec<Workload>) -> Res
                 workload: label.clone(),
                 message: error.to_string(),
             })?;
-            found.push(Workload { label, containers: containers(&spec) });
+            found.push(Workload { label, kind: workload_kind, containers: containers(&spec), spec });
             Ok(())
         }
         _ => Err(ManifestError::Parse {

@@ -3,12 +3,16 @@
 //! pullguard still serves; only the cluster-backed inputs are missing.
 
 mod namespaces;
+mod nodes;
 
 use std::path::Path;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use self::namespaces::NamespaceModes;
+pub use self::{
+    namespaces::NamespaceModes,
+    nodes::{NodeInventory, node_facts, windows_build},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -22,6 +26,27 @@ pub enum ClusterError {
     InCluster(#[source] kube::config::InClusterError),
     #[error("cannot build the Kubernetes client: {0}")]
     Client(#[source] kube::Error),
+}
+
+/// Everything admissions read from the cluster, kept current by watches.
+#[derive(Clone)]
+pub struct ClusterState {
+    pub namespace_modes: NamespaceModes,
+    pub nodes: NodeInventory,
+}
+
+impl ClusterState {
+    pub fn start(client: kube::Client) -> ClusterState {
+        ClusterState {
+            namespace_modes: NamespaceModes::start(client.clone()),
+            nodes: NodeInventory::start(client),
+        }
+    }
+
+    /// True once every watch has delivered its first full list.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.namespace_modes.wait_until_ready().await && self.nodes.wait_until_ready().await
+    }
 }
 
 /// Where the client came from, for the start-up log.

@@ -1,0 +1,292 @@
+//! PG300..PG303: does the image have a platform that runs where the pod can land?
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Subject;
+use crate::{
+    finding::{Code, Finding},
+    platform::Platform,
+    registry::ImageFacts,
+    scheduling::NodeFacts,
+};
+
+/// Where a pod can run, as far as platforms go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum NodeTargets {
+    /// Candidate nodes, grouped by pool.
+    Pools(Vec<Pool>),
+    /// No node matches (pools scaled to zero), but the pod's selector names a platform.
+    Selector(Platform),
+    /// Nothing to compare with; the reason goes into an info finding.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    pub name: String,
+    pub platform: Platform,
+    pub nodes: usize,
+}
+
+impl NodeTargets {
+    /// Groups candidate nodes by pool and platform (a pool with mixed platforms appears once per platform).
+    pub fn from_nodes(candidates: &[&NodeFacts], pool_labels: &[String]) -> NodeTargets {
+        let mut pools: BTreeMap<(String, Platform), usize> = BTreeMap::new();
+        for node in candidates {
+            *pools.entry((node.pool(pool_labels), node.platform.clone())).or_default() += 1;
+        }
+        NodeTargets::Pools(
+            pools.into_iter().map(|((name, platform), nodes)| Pool { name, platform, nodes }).collect(),
+        )
+    }
+
+    /// Stand-in nodes for `check --platform`: one pool per platform.
+    pub fn from_platforms(platforms: &[Platform]) -> NodeTargets {
+        NodeTargets::Pools(
+            platforms
+                .iter()
+                .map(|platform| Pool {
+                    name: format!("--platform {platform}"),
+                    platform: platform.clone(),
+                    nodes: 1,
+                })
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    Runs,
+    WrongWindowsBuild,
+    No,
+}
+
+fn fit(node: &Platform, images: &[Platform]) -> Fit {
+    let mut best = Fit::No;
+    for image in images.iter().filter(|image| node.runs(image)) {
+        let build_mismatch = node.os == "windows"
+            && !image.os_version.is_empty()
+            && !node.os_version.is_empty()
+            && crate::cluster::windows_build(&image.os_version) != node.os_version;
+        if !build_mismatch {
+            return Fit::Runs;
+        }
+        best = Fit::WrongWindowsBuild;
+    }
+    best
+}
+
+fn list(platforms: &[Platform]) -> String {
+    platforms.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn describe_pools(pools: &[&Pool]) -> String {
+    pools
+        .iter()
+        .map(|pool| format!("{} ({}, {} node(s))", pool.name, pool.platform, pool.nodes))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub fn platform_findings(subject: Subject<'_>, facts: &ImageFacts, targets: &NodeTargets) -> Vec<Finding> {
+    let images: Vec<Platform> = facts.platforms.iter().map(Platform::from_image).collect();
+    if images.is_empty() {
+        // Artifacts and manifests without platform data are judged elsewhere (PG403); guessing here would lie.
+        return Vec::new();
+    }
+    let finding = match targets {
+        NodeTargets::Unknown(reason) => Some(subject.finding(
+            Code::Pg300,
+            format!("platform not verified: {reason}"),
+            format!(
+                "the platforms of {} ({}) were not compared with the nodes: {reason}.",
+                subject.image,
+                list(&images)
+            ),
+        )),
+        NodeTargets::Selector(platform) => (fit(platform, &images) == Fit::No).then(|| {
+            subject.finding(
+                Code::Pg301,
+                format!("no {platform} image: built for {}", list(&images)),
+                format!(
+                    "{} is built for {} but the pod's node selector asks for {platform} nodes (none are \
+                     running now, so the pool is probably scaled to zero): the pull will fail with \"no \
+                     match for platform in manifest\". Build and push the image for {platform} (for \
+                     example docker buildx build --platform {platform}), or change the selector.",
+                    subject.image,
+                    list(&images)
+                ),
+            )
+        }),
+        NodeTargets::Pools(pools) if pools.is_empty() => Some(subject.finding(
+            Code::Pg300,
+            "platform not verified: no node matches the pod's scheduling constraints",
+            format!(
+                "no node currently matches the nodeSelector, affinity and tolerations of this pod, and \
+                 they name no kubernetes.io/arch, so the platforms of {} ({}) could not be checked.",
+                subject.image,
+                list(&images)
+            ),
+        )),
+        NodeTargets::Pools(pools) => pool_finding(subject, &images, pools),
+    };
+    finding.into_iter().collect()
+}
+
+fn pool_finding(subject: Subject<'_>, images: &[Platform], pools: &[Pool]) -> Option<Finding> {
+    let fits: Vec<(&Pool, Fit)> = pools.iter().map(|pool| (pool, fit(&pool.platform, images))).collect();
+    let running: Vec<&Pool> =
+        fits.iter().filter(|(_, fit)| *fit == Fit::Runs).map(|(pool, _)| *pool).collect();
+    let failing: Vec<&Pool> =
+        fits.iter().filter(|(_, fit)| *fit != Fit::Runs).map(|(pool, _)| *pool).collect();
+    if failing.is_empty() {
+        return None;
+    }
+    let wrong_build = fits.iter().any(|(_, fit)| *fit == Fit::WrongWindowsBuild);
+    if running.is_empty() && wrong_build {
+        let builds: Vec<String> = failing.iter().map(|pool| pool.platform.os_version.clone()).collect();
+        return Some(subject.finding(
+            Code::Pg303,
+            format!("Windows build mismatch: image {} vs nodes {}", list(images), builds.join(", ")),
+            format!(
+                "{} is a Windows image for {} but the candidate nodes run Windows build {}: \
+                 process-isolated Windows containers need the same major.minor.build, so the container \
+                 fails to start (\"The container operating system does not match the host operating \
+                 system\"). Use the image variant built for the nodes' Windows version (for example an \
+                 ltsc2022 tag for 10.0.20348), or build a multi-version index.",
+                subject.image,
+                list(images),
+                builds.join(", ")
+            ),
+        ));
+    }
+    if running.is_empty() {
+        return Some(subject.finding(
+            Code::Pg301,
+            format!("built for {}, nodes are {}", list(images), describe_platforms(&failing)),
+            format!(
+                "{} is built for {} but every node this pod can be scheduled on runs another platform: \
+                 {}. The pull fails with \"no match for platform in manifest\" (or the container with \
+                 \"exec format error\"). Build the image for the nodes' platform (docker buildx build \
+                 --platform {}), or add a nodeSelector for a pool whose platform the image has.",
+                subject.image,
+                list(images),
+                describe_pools(&failing),
+                failing.first().map(|pool| pool.platform.to_string()).unwrap_or_default()
+            ),
+        ));
+    }
+    Some(subject.finding(
+        Code::Pg302,
+        format!(
+            "only some nodes can run it: fine on {}",
+            running.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        format!(
+            "{} is built for {}. Some nodes this pod can be scheduled on cannot run it: {}. It runs on {}. \
+             The scheduler may still pick a node that cannot pull it. Add a nodeSelector (for example \
+             kubernetes.io/arch: {}) or build the image for every platform in the cluster.",
+            subject.image,
+            list(images),
+            describe_pools(&failing),
+            describe_pools(&running),
+            running.first().map(|pool| pool.platform.architecture.clone()).unwrap_or_default()
+        ),
+    ))
+}
+
+fn describe_platforms(pools: &[&Pool]) -> String {
+    let mut platforms: Vec<String> = pools.iter().map(|pool| pool.platform.to_string()).collect();
+    platforms.sort();
+    platforms.dedup();
+    platforms.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{ManifestKind, Platform as ImagePlatform};
+
+    fn facts(platforms: &[(&str, &str, Option<&str>, Option<&str>)]) -> ImageFacts {
+        ImageFacts {
+            digest: "sha256:x".into(),
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            kind: ManifestKind::OciIndex,
+            platforms: platforms
+                .iter()
+                .map(|(os, arch, variant, version)| ImagePlatform {
+                    os: os.to_string(),
+                    architecture: arch.to_string(),
+                    variant: variant.map(String::from),
+                    os_version: version.map(String::from),
+                })
+                .collect(),
+            config_media_type: None,
+            artifact_type: None,
+            compressed_size: None,
+            layers: vec![],
+        }
+    }
+
+    fn pools(list: &[(&str, &str, &str)]) -> NodeTargets {
+        NodeTargets::Pools(
+            list.iter()
+                .map(|(name, platform, build)| Pool {
+                    name: name.to_string(),
+                    platform: Platform::parse(platform).unwrap().with_os_version(build),
+                    nodes: 2,
+                })
+                .collect(),
+        )
+    }
+
+    fn codes(facts: &ImageFacts, targets: &NodeTargets) -> Vec<Code> {
+        platform_findings(Subject { container: "c", image: "i" }, facts, targets)
+            .iter()
+            .map(|f| f.code)
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        let arm = facts(&[("linux", "arm64", Some("v8"), None)]);
+        let multi = facts(&[("linux", "amd64", None, None), ("linux", "arm64", Some("v8"), None)]);
+        let win2019 = facts(&[("windows", "amd64", None, Some("10.0.17763.5830"))]);
+        let amd = pools(&[("general", "linux/amd64", "")]);
+        let mixed = pools(&[("general", "linux/amd64", ""), ("graviton", "linux/arm64", "")]);
+        let win2022 = pools(&[("win", "windows/amd64", "10.0.20348")]);
+        let win2019_nodes = pools(&[("win", "windows/amd64", "10.0.17763")]);
+        let cases = [
+            (&arm, &amd, vec![Code::Pg301]),
+            (&multi, &amd, vec![]),
+            (&arm, &mixed, vec![Code::Pg302]),
+            (&multi, &mixed, vec![]),
+            (&win2019, &win2022, vec![Code::Pg303]),
+            (&win2019, &win2019_nodes, vec![]),
+            (&win2019, &amd, vec![Code::Pg301]),
+            (&arm, &NodeTargets::Selector(Platform::parse("linux/amd64").unwrap()), vec![Code::Pg301]),
+            (&arm, &NodeTargets::Selector(Platform::parse("linux/arm64").unwrap()), vec![]),
+            (&arm, &NodeTargets::Unknown("no cluster".into()), vec![Code::Pg300]),
+            (&arm, &NodeTargets::Pools(vec![]), vec![Code::Pg300]),
+            (&facts(&[]), &amd, vec![]),
+        ];
+        for (facts, targets, expected) in cases {
+            assert_eq!(codes(facts, targets), expected, "{targets:?}");
+        }
+    }
+
+    #[test]
+    fn messages_name_pools_and_the_fix() {
+        let arm = facts(&[("linux", "arm64", Some("v8"), None)]);
+        let subject = Subject { container: "c", image: "i" };
+        let mixed = pools(&[("general", "linux/amd64", ""), ("graviton", "linux/arm64", "")]);
+        let finding = &platform_findings(subject, &arm, &mixed)[0];
+        assert!(finding.message.contains("general (linux/amd64"), "{}", finding.message);
+        assert!(finding.message.contains("kubernetes.io/arch: arm64"), "{}", finding.message);
+        let finding = &platform_findings(subject, &arm, &pools(&[("general", "linux/amd64", "")]))[0];
+        assert!(finding.message.contains("--platform linux/amd64"), "{}", finding.message);
+    }
+}
