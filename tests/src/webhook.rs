@@ -23,6 +23,19 @@ pub struct Webhook {
 
 impl Webhook {
     pub async fn start(config: Config, keyring: Keyring) -> Result<Webhook> {
+        Webhook::start_app(App::new(config, keyring)?)
+    }
+
+    /// With a (served) Kubernetes API behind it: namespaces and nodes come from there.
+    pub async fn start_with_cluster(
+        config: Config,
+        keyring: Keyring,
+        client: kube::Client,
+    ) -> Result<Webhook> {
+        Webhook::start_app(App::with_cluster(config, keyring, client)?)
+    }
+
+    fn start_app(app: App) -> Result<Webhook> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let material = tls::self_signed(&tls::default_sans(&[]))?;
         let certified = tls::certified_key(
@@ -31,7 +44,6 @@ impl Webhook {
             std::path::Path::new("cert"),
             std::path::Path::new("key"),
         )?;
-        let app = App::new(config, keyring)?;
         let running = server::start(
             app.router(),
             app.admin_router(),
@@ -45,6 +57,24 @@ impl Webhook {
             .no_proxy()
             .build()?;
         Ok(Webhook { running, ca_pem: material.ca_pem, app, client })
+    }
+
+    /// The admin port's `/readyz` status code.
+    pub async fn readyz(&self) -> Result<u16> {
+        let url = format!("http://{}/readyz", self.running.admin_addr);
+        Ok(reqwest::Client::builder().no_proxy().build()?.get(url).send().await?.status().as_u16())
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&self, limit: std::time::Duration) -> Result<()> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if self.readyz().await? == 200 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        anyhow::bail!("not ready after {limit:?}")
     }
 
     pub fn url(&self) -> String {

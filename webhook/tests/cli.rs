@@ -310,3 +310,94 @@ async fn check_compares_platforms_with_given_node_platforms() {
     assert_eq!(codes(&json_of(&outputs[4])), vec!["PG301"]);
     assert_eq!(outputs[5].status.code(), Some(2), "a malformed --platform is a usage error");
 }
+
+#[tokio::test]
+async fn check_and_serve_read_a_cluster_through_kubeconfig() {
+    use pullguard_tests::kubeapi::FakeApiServer;
+    let api = FakeApiServer::start().await.unwrap();
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "arm-1", "labels": {"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux",
+            "karpenter.sh/nodepool": "graviton"}}
+    }))
+    .unwrap();
+    api.apply(&node).unwrap();
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    let seeder = Seeder::new(&registry).unwrap();
+    seeder.push_image("amdonly", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path()).unwrap().display().to_string();
+    std::fs::write(
+        dir.path().join("pullguard.yaml"),
+        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
+    )
+    .unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let kubeconfig_for_check = kubeconfig.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "check",
+                "--config",
+                "pullguard.yaml",
+                "--output",
+                "json",
+                "--kubeconfig",
+                &kubeconfig_for_check,
+                "--image",
+                &format!("{host}/amdonly:v1"),
+            ],
+            &dir_path,
+        )
+    })
+    .await
+    .unwrap();
+    let report = json_of(&output);
+    assert_eq!(codes(&report), vec!["PG301"]);
+    assert!(report["findings"][0]["message"].as_str().unwrap().contains("karpenter.sh/nodepool=graviton"));
+
+    let mut child = Child(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--kubeconfig",
+                &kubeconfig,
+            ])
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let admin = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(rest) = line.strip_prefix("pullguard: serving ") {
+                let admin = rest.split(' ').nth(2).unwrap().trim_end_matches(')').to_string();
+                std::thread::spawn(move || for _ in lines {});
+                return admin;
+            }
+        }
+        panic!("serve did not report its address");
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let status = reqwest::get(format!("{admin}/readyz")).await.unwrap().status().as_u16();
+        if status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(api.request_count("/api/v1/nodes") >= 1);
+    assert!(api.request_count("/api/v1/namespaces") >= 1);
+}
