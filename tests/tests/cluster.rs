@@ -259,3 +259,93 @@ async fn readiness_waits_for_the_watches() {
     let (_, body) = webhook.post(&review).await.unwrap();
     assert_eq!(codes(&body), vec!["PG301"]);
 }
+
+/// A Deployment's template pointed at the arm pool (selector plus the pool's toleration).
+fn arm_deployment(image: &str) -> Value {
+    let mut review = with_image(fixture("02-create-deployment-main-api.json").unwrap(), image);
+    let spec = &mut review["request"]["object"]["spec"]["template"]["spec"];
+    spec["nodeSelector"] = json!({"cloud.google.com/gke-nodepool": "arm-pool"});
+    spec["tolerations"] =
+        json!([{"key": "arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}]);
+    review
+}
+
+#[tokio::test]
+async fn acceptance_deployments_pods_zero_nodes_and_new_pools() {
+    let cluster = Cluster::start().await;
+    let webhook = cluster.webhook(cluster.config()).await;
+
+    // A Deployment selecting the arm64 pool: amd64-only is denied naming the pool and platforms.
+    let (_, body) = webhook.post(&arm_deployment(&cluster.image("amdonly:v1"))).await.unwrap();
+    assert!(!allowed(&body));
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("PG301"), "{message}");
+    assert!(message.contains("cloud.google.com/gke-nodepool=arm-pool"), "{message}");
+    assert!(message.contains("built for linux/amd64"), "{message}");
+    let (_, body) = webhook.post(&arm_deployment(&cluster.image("multi:v1"))).await.unwrap();
+    assert!(allowed(&body), "{body}");
+
+    // A Pod with no selector in the mixed cluster: PG302 naming the pools that can run it.
+    let mut pod = with_image(fixture("01-create-pod-main-web.json").unwrap(), &cluster.image("amdonly:v1"));
+    let spec = &mut pod["request"]["object"]["spec"];
+    spec["nodeSelector"] = Value::Null;
+    spec["affinity"] = Value::Null;
+    let (_, body) = webhook.post(&pod).await.unwrap();
+    assert!(allowed(&body));
+    assert_eq!(codes(&body), vec!["PG302"]);
+    let findings = body["response"]["auditAnnotations"]["findings"].as_str().unwrap();
+    assert!(findings.contains("It runs on cloud.google.com/gke-nodepool=general"), "{findings}");
+
+    // A new pool arrives through the watch and changes the verdict without a restart.
+    let mut new_pool =
+        with_image(fixture("02-create-deployment-main-api.json").unwrap(), &cluster.image("amdonly:v1"));
+    new_pool["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
+        json!({"cloud.google.com/gke-nodepool": "new-arm"});
+    let (_, body) = webhook.post(&new_pool).await.unwrap();
+    assert_eq!(codes(&body), vec!["PG300"], "no node yet: not verified");
+    cluster
+        .api
+        .apply(&node(
+            "new-arm-1",
+            &[
+                ("cloud.google.com/gke-nodepool", "new-arm"),
+                ("kubernetes.io/arch", "arm64"),
+                ("kubernetes.io/os", "linux"),
+            ],
+            json!([]),
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = webhook.post(&new_pool).await.unwrap();
+        if codes(&body) == vec!["PG301"] {
+            assert!(body["response"]["status"]["message"].as_str().unwrap().contains("new-arm"));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "new pool never seen: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_with_zero_nodes_uses_the_selector_platform() {
+    let api = FakeApiServer::start().await.unwrap();
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    Seeder::new(&registry).unwrap().push_image("amdonly", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    let webhook =
+        Webhook::start_with_cluster(config, Keyring::default(), api.client().unwrap()).await.unwrap();
+    webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let image = format!("{}/amdonly:v1", registry.host());
+    let mut review = with_image(fixture("02-create-deployment-main-api.json").unwrap(), &image);
+    review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
+        json!({"kubernetes.io/arch": "arm64"});
+    let (_, body) = webhook.post(&review).await.unwrap();
+    assert!(!allowed(&body));
+    assert_eq!(codes(&body), vec!["PG301"]);
+    review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
+        json!({"kubernetes.io/arch": "amd64"});
+    let (_, body) = webhook.post(&review).await.unwrap();
+    assert!(allowed(&body));
+    assert!(codes(&body).is_empty(), "{body}");
+}
