@@ -10,7 +10,8 @@ use pullguard::{
     config::{Config, HumanDuration, RegistryConfig},
     credentials::Keyring,
     finding::{Code, Severity},
-    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspection, Inspector},
+    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspection, Inspector, PodContext},
+    pod_credentials::PodCredentials,
     registry::Registry,
 };
 use pullguard_tests::{
@@ -38,7 +39,9 @@ async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
     let containers =
         vec![ContainerImage { name: "app".into(), image: image.to_string(), kind: ContainerKind::App }];
     let deadline = Instant::now() + inspector.config().deadline.0;
-    inspector.inspect(&containers, None, InspectOptions { offline: false, deadline }).await
+    let credentials = PodCredentials::none();
+    let context = PodContext { targets: None, credentials: &credentials };
+    inspector.inspect(&containers, context, InspectOptions { offline: false, deadline }).await
 }
 
 fn codes(inspection: &Inspection) -> Vec<Code> {

@@ -37,6 +37,19 @@ fn namespace(name: &str, mode: Option<&str>) -> Namespace {
     .unwrap()
 }
 
+fn pull_secret(name: &str, host: &str, user: &str, password: &str) -> k8s_openapi::api::core::v1::Secret {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = json!({"auths": {host: {"auth": auth}}}).to_string();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "shop"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)},
+    }))
+    .unwrap()
+}
+
 /// Rewrites every `image` field of a review.
 fn with_image(mut review: Value, image: &str) -> Value {
     fn walk(value: &mut Value, image: &str) {
@@ -115,6 +128,8 @@ impl Cluster {
         api.apply(&namespace("shop", None)).unwrap();
 
         let registry = RegistryProcess::start_plain().await.unwrap();
+        // The captured pods name `regcred`; the anonymous registry ignores what it holds.
+        api.apply(&pull_secret("regcred", &registry.host(), "robot", "unused")).unwrap();
         let seeder = Seeder::new(&registry).unwrap();
         seeder.push_image("amdonly", "v1", &ImageSpec::linux("amd64")).await.unwrap();
         let entries =

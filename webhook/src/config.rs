@@ -384,15 +384,21 @@ impl Config {
         Ok(())
     }
 
-    /// Configured grade of a code: `None` when silenced.
-    pub fn severity_of(&self, code: Code) -> Option<Severity> {
+    /// The severity a finding ends with: the configured grade of its code if any (`None` when
+    /// silenced), else the severity the check gave it.
+    pub fn regrade(&self, code: Code, computed: Severity) -> Option<Severity> {
         if let Some(grade) = self.findings.get(&code) {
             return grade.severity();
         }
         if code.is_registry_unavailable() && self.registry_unavailable == UnavailablePolicy::Deny {
             return Some(Severity::Error);
         }
-        Some(code.default_severity())
+        Some(computed)
+    }
+
+    /// The severity of a code as configured, starting from its default.
+    pub fn severity_of(&self, code: Code) -> Option<Severity> {
+        self.regrade(code, code.default_severity())
     }
 
     /// The settings of the first listed registry whose host pattern matches.

@@ -129,6 +129,15 @@ impl Keyring {
         Ok(keyring)
     }
 
+    /// Appends another keyring's entries after this one's (pod secrets before node credentials,
+    /// as the kubelet's union keyring orders them).
+    pub fn extend(&mut self, other: &Keyring) {
+        for (key, credential) in &other.entries {
+            self.entries.push((key.clone(), credential.clone()));
+        }
+        self.entries.sort_by(|a, b| b.0.cmp(&a.0));
+    }
+
     pub fn add(&mut self, key: &str, credential: Credential) {
         self.entries.push((index_key(key), credential));
         // The kubelet walks its index in reverse lexical order, so more specific paths come first.
@@ -162,6 +171,35 @@ impl Keyring {
         }
         found
     }
+}
+
+pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+pub const DOCKER_CFG: &str = "kubernetes.io/dockercfg";
+
+/// Why the kubelet would ignore a pull secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretProblem {
+    #[error("type {found:?} is not {DOCKER_CONFIG_JSON} or {DOCKER_CFG}, so the kubelet ignores it")]
+    WrongType { found: String },
+    #[error("type {kind} needs the data key {expected}, which is missing")]
+    MissingKey { kind: &'static str, expected: &'static str },
+    #[error("{0}")]
+    Content(#[from] CredentialError),
+}
+
+/// Reads a pull secret the way the kubelet does: the type decides the one data key that is read.
+pub fn keyring_from_secret(
+    name: &str,
+    secret_type: Option<&str>,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Result<Keyring, SecretProblem> {
+    let (kind, key) = match secret_type.unwrap_or("Opaque") {
+        DOCKER_CONFIG_JSON => (DOCKER_CONFIG_JSON, ".dockerconfigjson"),
+        DOCKER_CFG => (DOCKER_CFG, ".dockercfg"),
+        other => return Err(SecretProblem::WrongType { found: other.to_string() }),
+    };
+    let bytes = data.get(key).ok_or(SecretProblem::MissingKey { kind, expected: key })?;
+    Ok(Keyring::from_docker_config(bytes, name)?)
 }
 
 fn decode_entry(key: &str, entry: &AuthEntry) -> Result<Credential, CredentialError> {
@@ -252,6 +290,58 @@ mod tests {
         ));
         assert!(Keyring::from_docker_config(b"[]", "t").is_err());
         assert!(Keyring::from_docker_config(b"{", "t").is_err());
+    }
+
+    #[test]
+    fn secrets_are_read_by_their_type() {
+        let config = br#"{"auths": {"r.example": {"username": "u", "password": "p"}}}"#.to_vec();
+        let legacy = br#"{"r.example": {"username": "u", "password": "p"}}"#.to_vec();
+        let data = |key: &str, bytes: &[u8]| BTreeMap::from([(key.to_string(), bytes.to_vec())]);
+        let ring = keyring_from_secret(
+            "secret shop/a",
+            Some(DOCKER_CONFIG_JSON),
+            &data(".dockerconfigjson", &config),
+        )
+        .unwrap();
+        assert_eq!(ring.lookup(&image("r.example/x")).first().unwrap().source(), "secret shop/a");
+        assert!(keyring_from_secret("s", Some(DOCKER_CFG), &data(".dockercfg", &legacy)).is_ok());
+        assert!(matches!(
+            keyring_from_secret("s", Some(DOCKER_CONFIG_JSON), &data(".dockercfg", &legacy)),
+            Err(SecretProblem::MissingKey { .. })
+        ));
+        assert!(matches!(
+            keyring_from_secret("s", Some("Opaque"), &data(".dockerconfigjson", &config)),
+            Err(SecretProblem::WrongType { .. })
+        ));
+        assert!(matches!(
+            keyring_from_secret("s", Some(DOCKER_CONFIG_JSON), &data(".dockerconfigjson", b"{")),
+            Err(SecretProblem::Content(_))
+        ));
+    }
+
+    #[test]
+    fn docker_hub_aliases_as_the_kubelet_has_them() {
+        let ring = keyring(
+            r#"{"auths": {
+                "docker.io": {"username": "plain", "password": "p"},
+                "registry-1.docker.io": {"username": "api-host", "password": "p"}
+            }}"#,
+        );
+        let users: Vec<&str> = ring.lookup(&image("nginx")).iter().map(|c| c.username()).collect();
+        // registry-1.docker.io has another label count than docker.io: the kubelet never matches it.
+        assert_eq!(users, vec!["plain"]);
+        let legacy = keyring(r#"{"auths": {"index.docker.io": {"username": "index", "password": "p"}}}"#);
+        assert_eq!(legacy.lookup(&image("library/nginx")).len(), 1);
+        assert!(legacy.lookup(&image("ghcr.io/a/b")).is_empty());
+    }
+
+    #[test]
+    fn extend_keeps_pod_secrets_first() {
+        let mut pod = keyring(r#"{"auths": {"r.example": {"username": "pod", "password": "p"}}}"#);
+        let node = keyring(r#"{"auths": {"r.example": {"username": "node", "password": "p"}}}"#);
+        pod.extend(&node);
+        let users: Vec<&str> = pod.lookup(&image("r.example/x")).iter().map(|c| c.username()).collect();
+        assert_eq!(users, vec!["pod", "node"]);
     }
 
     #[test]

@@ -64,6 +64,7 @@ codes! {
     Pg101 => "PG101", Error, "tag not found in the repository";
     Pg102 => "PG102", Error, "digest not found";
     Pg103 => "PG103", Error, "repository not found, or no pull access";
+    Pg200 => "PG200", Info, "credentials not verified (node credentials, or secrets unreadable)";
     Pg201 => "PG201", Error, "registry requires credentials and none are provided";
     Pg202 => "PG202", Error, "a named imagePullSecret does not exist";
     Pg203 => "PG203", Error, "a pull secret is malformed or of the wrong type";

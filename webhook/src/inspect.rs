@@ -8,10 +8,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    checks::{self, NodeTargets, Subject},
+    checks::{self, CredentialUse, NodeTargets, Subject},
     config::Config,
     credentials::{Credential, Keyring},
-    finding::Finding,
+    finding::{Code, Finding, Severity},
+    pod_credentials::PodCredentials,
     reference::{ImageRef, ReferenceError},
     registry::{ImageFacts, LookupError, Registry},
 };
@@ -76,7 +77,20 @@ pub struct Inspector {
 struct Resolved {
     parsed: Result<ImageRef, ReferenceError>,
     outcome: Option<Result<Arc<ImageFacts>, LookupError>>,
+    /// The credential used (or, offline, the one that would be used first).
     credential: Option<CredentialReport>,
+    /// Every matching credential, in the order tried, for messages.
+    tried: Vec<String>,
+    authenticated: bool,
+}
+
+/// What is known about the pod beyond its images.
+#[derive(Debug, Clone, Copy)]
+pub struct PodContext<'a> {
+    /// Where the pod can run; `None` when platforms were not asked about (`check --image`
+    /// without `--platform` or a cluster).
+    pub targets: Option<&'a NodeTargets>,
+    pub credentials: &'a PodCredentials,
 }
 
 impl Inspector {
@@ -92,12 +106,10 @@ impl Inspector {
         &self.registry
     }
 
-    /// `targets` is where the pod can run; `None` when platforms were not asked about (a plain
-    /// `check --image` without `--platform` or a cluster).
     pub async fn inspect(
         &self,
         containers: &[ContainerImage],
-        targets: Option<&NodeTargets>,
+        pod: PodContext<'_>,
         options: InspectOptions,
     ) -> Inspection {
         let mut distinct: Vec<&str> = Vec::new();
@@ -106,7 +118,8 @@ impl Inspector {
                 distinct.push(&container.image);
             }
         }
-        let resolved = join_all(distinct.iter().map(|image| self.resolve_one(image, options))).await;
+        let resolved =
+            join_all(distinct.iter().map(|image| self.resolve_one(image, pod.credentials, options))).await;
         let by_image: HashMap<&str, &Resolved> = distinct.iter().copied().zip(resolved.iter()).collect();
 
         let mut findings = Vec::new();
@@ -115,51 +128,71 @@ impl Inspector {
                 continue;
             };
             let subject = Subject { container: &container.name, image: &container.image };
-            findings.extend(self.findings_for(subject, resolved, targets));
+            findings.extend(self.findings_for(subject, resolved, pod));
+        }
+        let reported_secret_error = findings.iter().any(|finding| {
+            matches!(finding.code, Code::Pg202 | Code::Pg203) && finding.severity == Severity::Error
+        });
+        if !reported_secret_error && let Some(first) = containers.first() {
+            let subject = Subject { container: &first.name, image: &first.image };
+            findings.extend(checks::unused_secret_findings(subject, pod.credentials));
         }
         let images = distinct.iter().zip(resolved).map(|(input, resolved)| report(input, resolved)).collect();
         Inspection { findings: checks::grade(findings, &self.config), images }
     }
 
-    fn findings_for(
-        &self,
-        subject: Subject<'_>,
-        resolved: &Resolved,
-        targets: Option<&NodeTargets>,
-    ) -> Vec<Finding> {
+    fn findings_for(&self, subject: Subject<'_>, resolved: &Resolved, pod: PodContext<'_>) -> Vec<Finding> {
         let mut findings = checks::reference_findings(subject, &resolved.parsed);
         if let (Ok(image), Some(outcome)) = (&resolved.parsed, &resolved.outcome) {
             match outcome {
                 Ok(facts) => {
                     findings.extend(checks::manifest_findings(subject, facts, self.config.max_image_size));
-                    if let Some(targets) = targets {
+                    if let Some(targets) = pod.targets {
                         findings.extend(checks::platform_findings(subject, facts, targets));
                     }
                 }
                 Err(error) => findings.extend(checks::lookup_findings(subject, image, error)),
             }
+            let usage = CredentialUse {
+                pod: pod.credentials,
+                node_credentials: self.config.registry(image.registry()).is_some_and(|r| r.node_credentials),
+                tried: &resolved.tried,
+                authenticated: resolved.authenticated,
+            };
+            findings.extend(checks::credential_findings(subject, image, outcome, usage));
         }
         findings
     }
 
-    async fn resolve_one(&self, input: &str, options: InspectOptions) -> Resolved {
+    async fn resolve_one(&self, input: &str, pod: &PodCredentials, options: InspectOptions) -> Resolved {
         let parsed = ImageRef::parse(input);
         let Ok(image) = &parsed else {
-            return Resolved { parsed, outcome: None, credential: None };
+            return Resolved {
+                parsed,
+                outcome: None,
+                credential: None,
+                tried: Vec::new(),
+                authenticated: false,
+            };
         };
-        let credentials = self.keyring.lookup(image);
+        // Pod secrets first, then node-level credentials: the kubelet's union keyring order.
+        let mut credentials = pod.keyring.lookup(image);
+        credentials.extend(self.keyring.lookup(image));
+        let tried: Vec<String> =
+            credentials.iter().map(|c| format!("{} (key {})", c.source(), c.key())).collect();
         let credential = credentials.first().map(|credential| credential_report(credential));
         let exempt = self.config.is_exempt_image(input, Some(&image.normalized()));
         if options.offline || exempt {
-            return Resolved { parsed, outcome: None, credential };
+            return Resolved { parsed, outcome: None, credential, tried, authenticated: false };
         }
         let lookup = self.resolve_with(image, &credentials);
         let (outcome, used) = match tokio::time::timeout_at(options.deadline, lookup).await {
             Ok(result) => result,
             Err(_) => (Err(LookupError::Deadline), None),
         };
+        let authenticated = used.is_some();
         let credential = used.map(credential_report).or(credential);
-        Resolved { parsed, outcome: Some(outcome), credential }
+        Resolved { parsed, outcome: Some(outcome), credential, tried, authenticated }
     }
 
     /// The kubelet tries every matching credential in order until one works; so do we.

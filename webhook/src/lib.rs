@@ -12,6 +12,7 @@ pub mod finding;
 pub mod glob;
 pub mod inspect;
 pub mod platform;
+pub mod pod_credentials;
 pub mod reference;
 pub mod registry;
 pub mod scheduling;

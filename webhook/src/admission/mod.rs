@@ -20,11 +20,16 @@ use crate::{
     checks::NodeTargets,
     cluster::ClusterState,
     config::Mode,
+    finding::Code,
     finding::Finding,
-    inspect::{InspectOptions, Inspector},
+    inspect::{InspectOptions, Inspector, PodContext},
+    pod_credentials::{PodCredentials, add_secret_hints},
     scheduling::{self, PodOwner},
     verdict::{self, Verdict},
 };
+
+/// At most this long is spent reading pull secrets and service accounts for one admission.
+const SECRET_READ_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Object annotation that may relax (never tighten) the mode for one workload.
 pub const MODE_ANNOTATION: &str = "pullguard.io/mode";
@@ -173,8 +178,28 @@ impl Admission {
         let mode = effective_mode(namespace_mode.unwrap_or(config.mode), object);
         let deadline = Instant::now() + config.deadline.0;
         let targets = self.node_targets(kind, &spec);
+        let namespace = request.namespace.as_deref().unwrap_or("default");
+        let is_pod = kind == WorkloadKind::Pod;
+        let credentials = match &self.cluster {
+            Some(cluster) => {
+                // A slow or failing API must not eat the registry lookups' share of the deadline.
+                let budget = (config.deadline.0 / 4).min(SECRET_READ_BUDGET);
+                let read = PodCredentials::read(&cluster.pull_secrets, namespace, &spec, is_pod);
+                tokio::time::timeout(budget, read).await.unwrap_or_else(|_| {
+                    PodCredentials::unknown(&spec, is_pod, "the Kubernetes API did not answer in time")
+                })
+            }
+            None => PodCredentials::unknown(&spec, is_pod, "pullguard runs without a Kubernetes API"),
+        };
         let options = InspectOptions { offline: false, deadline };
-        let inspection = self.inspector.inspect(&wanted, Some(&targets), options).await;
+        let context = PodContext { targets: Some(&targets), credentials: &credentials };
+        let mut inspection = self.inspector.inspect(&wanted, context, options).await;
+        if let Some(cluster) = &self.cluster
+            && inspection.findings.iter().any(|f| matches!(f.code, Code::Pg201 | Code::Pg202 | Code::Pg204))
+            && let Some(secrets) = cluster.pull_secrets.listing(namespace).await
+        {
+            add_secret_hints(&mut inspection.findings, &secrets, &credentials.referenced);
+        }
         let verdict = verdict::decide(mode, &inspection.findings);
         Outcome::Checked { mode, findings: inspection.findings, verdict }
     }

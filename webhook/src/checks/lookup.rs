@@ -48,42 +48,10 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
                  repository path for typos, or push the image first."
             ),
         ),
-        LookupError::AuthRequired if image.is_docker_hub() => subject.finding(
-            Code::Pg103,
-            format!("{}: repository does not exist or no pull access", image.name()),
-            format!(
-                "Docker Hub answers \"pull access denied, repository does not exist or may require \
-                 authorization\" for {}: either the repository name is wrong or it is private. Fix the name, \
-                 or add an imagePullSecret with Docker Hub credentials that can read it.",
-                image.name()
-            ),
-        ),
-        LookupError::AuthRequired => subject.finding(
-            Code::Pg201,
-            format!("{registry} requires credentials; none provided"),
-            format!(
-                "{registry} requires authentication to pull {repository}, and no credential applies to this \
-                 image: the pull fails with 401 Unauthorized. Create a kubernetes.io/dockerconfigjson secret \
-                 for {registry} and list it in the pod's imagePullSecrets (or its service account's)."
-            ),
-        ),
-        LookupError::CredentialsRejected => subject.finding(
-            Code::Pg205,
-            format!("{registry} rejected the credentials (401)"),
-            format!(
-                "{registry} rejected the credentials presented for {repository} (401): they are wrong, \
-                 revoked or expired, and the kubelet's pull will fail the same way. Renew the token or \
-                 password in the pull secret."
-            ),
-        ),
-        LookupError::Denied => subject.finding(
-            Code::Pg206,
-            format!("access to {registry}/{repository} denied (403)"),
-            format!(
-                "{registry} denied access to {repository} (403): the account may be valid but lacks pull \
-                 permission on this repository. Grant it read access, or use a credential that has it."
-            ),
-        ),
+        // Whether credentials were needed, wrong or insufficient depends on the pod: see credentials.rs.
+        LookupError::AuthRequired | LookupError::CredentialsRejected | LookupError::Denied => {
+            return Vec::new();
+        }
         LookupError::Unreachable { reason } => subject.finding(
             Code::Pg501,
             format!("registry {registry} unreachable: {reason}"),
@@ -181,6 +149,15 @@ mod tests {
     }
 
     #[test]
+    fn auth_outcomes_are_left_to_the_credential_checks() {
+        let image = ImageRef::parse("r.example/a:v1").unwrap();
+        let subject = Subject { container: "app", image: "r.example/a:v1" };
+        for error in [LookupError::AuthRequired, LookupError::CredentialsRejected, LookupError::Denied] {
+            assert!(lookup_findings(subject, &image, &error).is_empty());
+        }
+    }
+
+    #[test]
     fn table() {
         let private = "registry.example.com/team/api:v2";
         let cases = [
@@ -191,10 +168,6 @@ mod tests {
             ),
             (private, LookupError::DigestNotFound { digest: "sha256:00".into() }, Code::Pg102),
             (private, LookupError::RepositoryNotFound, Code::Pg103),
-            (private, LookupError::AuthRequired, Code::Pg201),
-            ("someone/private", LookupError::AuthRequired, Code::Pg103),
-            (private, LookupError::CredentialsRejected, Code::Pg205),
-            (private, LookupError::Denied, Code::Pg206),
             (private, LookupError::Unreachable { reason: "refused".into() }, Code::Pg501),
             (private, LookupError::Deadline, Code::Pg501),
             (private, LookupError::PlainHttp, Code::Pg502),

@@ -3,12 +3,14 @@
 //! Each family lives in its own file; none of them performs I/O, so every rule is table-tested.
 //! Findings are built with the code's default severity; `grade` applies the configuration last.
 
+mod credentials;
 mod lookup;
 mod manifest;
 mod platform;
 mod reference;
 
 pub use self::{
+    credentials::{CredentialUse, credential_findings, unused_secret_findings},
     lookup::lookup_findings,
     manifest::manifest_findings,
     platform::{NodeTargets, Pool, platform_findings},
@@ -16,7 +18,7 @@ pub use self::{
 };
 use crate::{
     config::Config,
-    finding::{Code, Finding},
+    finding::{Code, Finding, Severity},
 };
 
 /// The container under check, as the manifest names it.
@@ -28,9 +30,21 @@ pub struct Subject<'a> {
 
 impl Subject<'_> {
     fn finding(&self, code: Code, summary: impl Into<String>, message: impl Into<String>) -> Finding {
+        self.finding_with(code, code.default_severity(), summary, message)
+    }
+
+    /// For the few codes whose severity depends on the situation (PG202/PG203: error only when
+    /// the registry needs the secret).
+    fn finding_with(
+        &self,
+        code: Code,
+        severity: Severity,
+        summary: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Finding {
         Finding {
             code,
-            severity: code.default_severity(),
+            severity,
             container: self.container.to_string(),
             image: self.image.to_string(),
             summary: summary.into(),
@@ -44,7 +58,7 @@ pub fn grade(findings: Vec<Finding>, config: &Config) -> Vec<Finding> {
     findings
         .into_iter()
         .filter_map(|mut finding| {
-            finding.severity = config.severity_of(finding.code)?;
+            finding.severity = config.regrade(finding.code, finding.severity)?;
             Some(finding)
         })
         .collect()
@@ -53,7 +67,7 @@ pub fn grade(findings: Vec<Finding>, config: &Config) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Grade, finding::Severity};
+    use crate::config::Grade;
 
     #[test]
     fn grading_regrades_and_silences() {

@@ -16,8 +16,9 @@ use crate::{
     cluster,
     config::Config,
     finding::{Finding, Severity},
-    inspect::{ContainerImage, ContainerKind, ImageReport, InspectOptions, Inspector},
+    inspect::{ContainerImage, ContainerKind, ImageReport, InspectOptions, Inspector, PodContext},
     platform::Platform,
+    pod_credentials::PodCredentials,
     registry::Registry,
     scheduling::{self, NodeFacts, PodOwner},
 };
@@ -42,6 +43,9 @@ pub struct CheckArgs {
     /// Read the live nodes of this cluster for the platform checks.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Secret manifest (YAML or JSON) of a pull secret the images may use (repeatable).
+    #[arg(long = "pull-secret")]
+    pub pull_secrets: Vec<PathBuf>,
     /// Docker config JSON with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long, env = "PULLGUARD_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
@@ -154,6 +158,13 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
             });
         }
     }
+    let mut secrets = Vec::new();
+    for path in &args.pull_secrets {
+        let (source_name, text) = manifests::read_source(path)?;
+        secrets.extend(manifests::pull_secrets(&source_name, &text)?);
+    }
+    let provided: Vec<String> = secrets.iter().map(|(name, _)| name.clone()).collect();
+    let credentials = PodCredentials::from_secrets(secrets);
     let keyring = load_keyring(args.docker_config.as_ref())?;
     let config = Arc::new(config);
     let registry = Arc::new(Registry::new(&config)?);
@@ -161,13 +172,17 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     let deadline = Instant::now() + config.deadline.0;
     let options = InspectOptions { offline: args.offline, deadline };
     let nodes = Nodes::load(&args).await?;
+    let pod_credentials: Vec<PodCredentials> =
+        targets.iter().map(|target| credentials_for(target, &credentials, &provided)).collect();
     let node_targets: Vec<Option<NodeTargets>> =
         targets.iter().map(|target| nodes.targets(target, &config.node_pool_labels)).collect();
-    let inspections =
-        join_all(targets.iter().zip(&node_targets).map(|(target, node_targets)| {
-            inspector.inspect(&target.containers, node_targets.as_ref(), options)
-        }))
-        .await;
+    let inspections = join_all(targets.iter().zip(&node_targets).zip(&pod_credentials).map(
+        |((target, node_targets), credentials)| {
+            let context = PodContext { targets: node_targets.as_ref(), credentials };
+            inspector.inspect(&target.containers, context, options)
+        },
+    ))
+    .await;
 
     let mut findings: Vec<(Option<&str>, &Finding)> = Vec::new();
     let mut images: BTreeMap<&str, &ImageReport> = BTreeMap::new();
@@ -210,6 +225,27 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     };
     written.map_err(|source| CliError::Write { path: PathBuf::from("<stdout>"), source })?;
     Ok(exit)
+}
+
+/// The given pull secrets apply to every image; a manifest naming secrets that were not given
+/// makes missing credentials "not verified" rather than "missing".
+fn credentials_for(target: &Target, given: &PodCredentials, provided: &[String]) -> PodCredentials {
+    let mut credentials = given.clone();
+    let unknown: Vec<String> = target
+        .spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|reference| reference.name.clone())
+        .filter(|name| !name.is_empty() && !provided.contains(name))
+        .collect();
+    if !unknown.is_empty() {
+        credentials.unreadable = Some(format!(
+            "the manifest names pull secret(s) {} that were not given with --pull-secret",
+            unknown.join(", ")
+        ));
+    }
+    credentials
 }
 
 fn write_text(out: &mut impl Write, report: &Report<'_>) -> std::io::Result<()> {

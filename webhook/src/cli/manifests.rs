@@ -1,13 +1,16 @@
 //! Reading manifests for `check -f`: multi-document YAML or JSON, `List` objects expanded, every
 //! workload kind reduced to its containers.
 
-use std::{io::Read, path::Path};
+use std::{collections::BTreeMap, io::Read, path::Path};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
 
 use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::Value;
 
 use crate::{
     admission::workload::{WorkloadKind, containers},
+    credentials::{Keyring, SecretProblem, keyring_from_secret},
     inspect::ContainerImage,
 };
 
@@ -52,6 +55,47 @@ pub fn workloads(source_name: &str, text: &str) -> Result<Vec<Workload>, Manifes
         collect(source_name, document, &mut found)?;
     }
     Ok(found)
+}
+
+/// A pull secret by name, usable or with the reason the kubelet would ignore it.
+pub type NamedSecret = (String, Result<Keyring, SecretProblem>);
+
+/// Secret manifests for `check --pull-secret`: every Secret in the text, read as the kubelet
+/// would read it (its type picks the data key); `stringData` is accepted as kubectl writes it.
+pub fn pull_secrets(source_name: &str, text: &str) -> Result<Vec<NamedSecret>, ManifestError> {
+    let mut secrets = Vec::new();
+    for document in parse_documents(source_name, text)? {
+        let items = match document.get("kind").and_then(Value::as_str) {
+            Some("List") => document.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+            _ => vec![document],
+        };
+        for item in
+            items.into_iter().filter(|item| item.get("kind").and_then(Value::as_str) == Some("Secret"))
+        {
+            let name =
+                item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
+            let invalid = |message: String| ManifestError::Workload {
+                source_name: source_name.to_string(),
+                workload: format!("Secret/{name}"),
+                message,
+            };
+            let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            for (key, value) in item.get("data").and_then(Value::as_object).into_iter().flatten() {
+                let text = value.as_str().unwrap_or_default();
+                let bytes = STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| invalid(format!("data key {key} is not base64")))?;
+                data.insert(key.clone(), bytes);
+            }
+            for (key, value) in item.get("stringData").and_then(Value::as_object).into_iter().flatten() {
+                data.insert(key.clone(), value.as_str().unwrap_or_default().as_bytes().to_vec());
+            }
+            let label = format!("secret {name} ({source_name})");
+            let secret_type = item.get("type").and_then(Value::as_str);
+            secrets.push((name, keyring_from_secret(&label, secret_type, &data)));
+        }
+    }
+    Ok(secrets)
 }
 
 fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Value>, ManifestError> {
@@ -139,6 +183,21 @@ items:
         let labels: Vec<&str> = found.iter().map(|w| w.label.as_str()).collect();
         assert_eq!(labels, vec!["Deployment/shop/api", "CronJob/nightly"]);
         assert_eq!(found[0].containers[0].image, "registry.example.com/team/api:v2");
+    }
+
+    #[test]
+    fn secret_manifests_as_kubectl_writes_them() {
+        let config = r#"{"auths":{"r.example":{"username":"u","password":"p"}}}"#;
+        let encoded = STANDARD.encode(config);
+        let text = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred}}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {encoded}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: opaque}}\ntype: Opaque\nstringData: {{.dockerconfigjson: '{config}'}}\n"
+        );
+        let secrets = pull_secrets("s.yaml", &text).unwrap();
+        assert_eq!(secrets.len(), 2);
+        assert!(secrets[0].1.is_ok());
+        assert!(matches!(secrets[1].1, Err(SecretProblem::WrongType { .. })));
+        let broken = "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata: {.dockerconfigjson: '!!'}\n";
+        assert!(pull_secrets("b.yaml", broken).is_err());
     }
 
     #[test]

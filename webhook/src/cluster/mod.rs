@@ -4,6 +4,7 @@
 
 mod namespaces;
 mod nodes;
+mod secrets;
 
 use std::path::Path;
 
@@ -12,6 +13,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use self::{
     namespaces::NamespaceModes,
     nodes::{NodeInventory, node_facts, windows_build},
+    secrets::{AccountRead, Listing, PullSecretReader, SecretRead},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +35,15 @@ pub enum ClusterError {
 pub struct ClusterState {
     pub namespace_modes: NamespaceModes,
     pub nodes: NodeInventory,
+    pub pull_secrets: PullSecretReader,
 }
 
 impl ClusterState {
     pub fn start(client: kube::Client) -> ClusterState {
         ClusterState {
             namespace_modes: NamespaceModes::start(client.clone()),
-            nodes: NodeInventory::start(client),
+            nodes: NodeInventory::start(client.clone()),
+            pull_secrets: PullSecretReader::new(client),
         }
     }
 

@@ -1,0 +1,173 @@
+//! The pull credentials of one pod, assembled the way the kubelet will use them: the pod's
+//! `imagePullSecrets`, or, for a workload template, its service account's (the ServiceAccount
+//! admission plugin merges those into the Pod only when the Pod names none).
+
+use k8s_openapi::api::core::v1::PodSpec;
+
+use crate::{
+    cluster::{AccountRead, PullSecretReader, SecretRead},
+    credentials::{Keyring, SecretProblem},
+    finding::{Code, Finding, Severity},
+    reference::ImageRef,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct PodCredentials {
+    /// Secret names the pulls will use, in order.
+    pub referenced: Vec<String>,
+    /// Where the names came from, for messages ("the pod", "service account default").
+    pub origin: String,
+    /// Usable credentials of the referenced secrets, in the kubelet's order.
+    pub keyring: Keyring,
+    pub missing: Vec<String>,
+    pub malformed: Vec<(String, SecretProblem)>,
+    /// Set when the API could not be asked: credentials are then unknown, never "missing".
+    pub unreadable: Option<String>,
+}
+
+impl PodCredentials {
+    /// No secrets at all (what `check --image` without `--pull-secret` means).
+    pub fn none() -> PodCredentials {
+        PodCredentials { origin: "the pod".into(), ..PodCredentials::default() }
+    }
+
+    /// The secrets cannot be read (no cluster): never claim they are missing or wrong.
+    pub fn unknown(spec: &PodSpec, is_pod: bool, reason: &str) -> PodCredentials {
+        let referenced = named_secrets(spec);
+        let unreadable = (!referenced.is_empty() || !is_pod).then(|| reason.to_string());
+        PodCredentials { referenced, unreadable, ..PodCredentials::none() }
+    }
+
+    /// Reads the secrets named by the pod (or its service account, for a template).
+    pub async fn read(
+        reader: &PullSecretReader,
+        namespace: &str,
+        spec: &PodSpec,
+        is_pod: bool,
+    ) -> PodCredentials {
+        let mut credentials = PodCredentials::none();
+        let named = named_secrets(spec);
+        if !named.is_empty() || is_pod {
+            credentials.referenced = named;
+        } else {
+            let account =
+                spec.service_account_name.as_deref().filter(|name| !name.is_empty()).unwrap_or("default");
+            credentials.origin = format!("service account {account}");
+            match reader.service_account(namespace, account).await {
+                AccountRead::Found(names) => credentials.referenced = names,
+                // The API server refuses pods of a missing service account; that is not a pull problem.
+                AccountRead::Missing => {}
+                AccountRead::Unreadable(reason) => credentials.unreadable = Some(reason),
+            }
+        }
+        let reads = futures::future::join_all(
+            credentials.referenced.iter().map(|name| reader.secret(namespace, name)),
+        )
+        .await;
+        for (name, read) in credentials.referenced.clone().into_iter().zip(reads) {
+            match read {
+                SecretRead::Usable(keyring) => credentials.keyring.extend(&keyring),
+                SecretRead::Malformed(problem) => credentials.malformed.push((name, problem)),
+                SecretRead::Missing => credentials.missing.push(name),
+                SecretRead::Unreadable(reason) => credentials.unreadable = Some(reason),
+            }
+        }
+        credentials
+    }
+
+    /// From Secret manifests given to `check --pull-secret`.
+    pub fn from_secrets(secrets: Vec<(String, Result<Keyring, SecretProblem>)>) -> PodCredentials {
+        let mut credentials = PodCredentials { origin: "--pull-secret".into(), ..PodCredentials::none() };
+        for (name, read) in secrets {
+            credentials.referenced.push(name.clone());
+            match read {
+                Ok(keyring) => credentials.keyring.extend(&keyring),
+                Err(problem) => credentials.malformed.push((name, problem)),
+            }
+        }
+        credentials
+    }
+}
+
+fn named_secrets(spec: &PodSpec) -> Vec<String> {
+    spec.image_pull_secrets
+        .iter()
+        .flatten()
+        .filter(|reference| !reference.name.is_empty())
+        .map(|reference| reference.name.clone())
+        .collect()
+}
+
+/// Where credentials were missing, point at a pull secret of the namespace that would have
+/// matched but is not referenced: the most common fix is one line of YAML.
+pub fn add_secret_hints(
+    findings: &mut [Finding],
+    namespace_secrets: &[(String, Keyring)],
+    referenced: &[String],
+) {
+    for finding in findings.iter_mut().filter(|finding| {
+        matches!(finding.code, Code::Pg201 | Code::Pg202 | Code::Pg204) && finding.severity == Severity::Error
+    }) {
+        let Ok(image) = ImageRef::parse(&finding.image) else { continue };
+        let candidates: Vec<&str> = namespace_secrets
+            .iter()
+            .filter(|(name, keyring)| !referenced.contains(name) && !keyring.lookup(&image).is_empty())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let names = candidates.join(", ");
+        finding.message.push_str(&format!(
+            " The namespace has a pull secret for {} that the pod does not reference: add imagePullSecrets: [{names}].",
+            image.registry()
+        ));
+        finding.summary.push_str(&format!(" (add imagePullSecrets: [{names}])"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Credential;
+
+    #[test]
+    fn hints_name_unreferenced_matching_secrets() {
+        let mut ring = Keyring::default();
+        ring.add("r.example", Credential::new("u", "p"));
+        let secrets = vec![("regcred".to_string(), ring.clone()), ("other".to_string(), Keyring::default())];
+        let finding = |code| Finding {
+            code,
+            severity: Severity::Error,
+            container: "c".into(),
+            image: "r.example/app:v1".into(),
+            summary: "s".into(),
+            message: "m.".into(),
+        };
+        let mut findings = vec![finding(Code::Pg201), finding(Code::Pg101)];
+        add_secret_hints(&mut findings, &secrets, &[]);
+        assert!(findings[0].message.contains("add imagePullSecrets: [regcred]"), "{}", findings[0].message);
+        assert_eq!(findings[1].message, "m.");
+        let mut referenced = vec![finding(Code::Pg204)];
+        add_secret_hints(&mut referenced, &secrets, &["regcred".to_string()]);
+        assert_eq!(referenced[0].message, "m.");
+    }
+
+    #[test]
+    fn without_a_cluster_credentials_are_unknown_not_missing() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [], "imagePullSecrets": [{"name": "regcred"}]
+        }))
+        .unwrap();
+        assert!(PodCredentials::unknown(&spec, true, "no API").unreadable.is_some());
+        let bare = PodSpec::default();
+        assert!(
+            PodCredentials::unknown(&bare, true, "no API").unreadable.is_none(),
+            "a pod naming no secret has none"
+        );
+        assert!(
+            PodCredentials::unknown(&bare, false, "no API").unreadable.is_some(),
+            "a template's SA is unknown"
+        );
+    }
+}
