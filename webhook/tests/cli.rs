@@ -401,3 +401,55 @@ async fn check_and_serve_read_a_cluster_through_kubeconfig() {
     assert!(api.request_count("/api/v1/nodes") >= 1);
     assert!(api.request_count("/api/v1/namespaces") >= 1);
 }
+
+#[tokio::test]
+async fn check_uses_pull_secret_manifests() {
+    let registry = RegistryProcess::start_tls_auth("robot", "s3cret-pass").await.unwrap();
+    Seeder::new(&registry).unwrap().push_image("private", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = registry.ca_path().unwrap().display().to_string();
+    std::fs::write(
+        dir.path().join("pullguard.yaml"),
+        format!("registries:\n  - host: \"{host}\"\n    caFile: {ca}\n"),
+    )
+    .unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret-pass");
+    let config = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&config);
+    std::fs::write(
+        dir.path().join("secret.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: shop}}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {encoded}\n"
+        ),
+    )
+    .unwrap();
+    let image = format!("{host}/private:v1");
+    let dir_path = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "check",
+                "--config",
+                "pullguard.yaml",
+                "--output",
+                "json",
+                "--pull-secret",
+                "secret.yaml",
+                "--image",
+                &image,
+            ],
+            &dir_path,
+        )
+    })
+    .await
+    .unwrap();
+    let report = json_of(&output);
+    assert!(codes(&report).is_empty(), "{report}");
+    let credential = &report["images"][0]["credential"];
+    assert_eq!(credential["key"], host);
+    assert!(credential["source"].as_str().unwrap().contains("regcred"), "{credential}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains("s3cret-pass") && !text.contains(&auth));
+}

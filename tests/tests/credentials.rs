@@ -1,0 +1,376 @@
+//! Pull secrets through the HTTPS webhook: the real HTTPS+htpasswd registry, secrets and service
+//! accounts served by the harness's Kubernetes API, and the registry's access log as the witness
+//! that one namespace's secret never serves another.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use pullguard::{config::Config, credentials::Keyring};
+use pullguard_tests::{
+    kubeapi::FakeApiServer,
+    registry::RegistryProcess,
+    seed::{ImageSpec, Seeder},
+    webhook::{Webhook, fixture, registry_settings},
+};
+use serde_json::{Value, json};
+
+const USER: &str = "robot";
+const PASSWORD: &str = "s3cret-pass-7f3a";
+const WRONG_PASSWORD: &str = "wr0ng-pass-91bc";
+
+fn secret(namespace: &str, name: &str, secret_type: &str, key: &str, auths: Value) -> Secret {
+    let config = json!({ "auths": auths }).to_string();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": secret_type,
+        "data": {key: STANDARD.encode(config)},
+    }))
+    .unwrap()
+}
+
+fn auth_entry(user: &str, password: &str) -> Value {
+    json!({"auth": STANDARD.encode(format!("{user}:{password}"))})
+}
+
+fn namespace(name: &str) -> Namespace {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .unwrap()
+}
+
+fn service_account(namespace: &str, secrets: &[&str]) -> ServiceAccount {
+    let refs: Vec<Value> = secrets.iter().map(|name| json!({"name": name})).collect();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": namespace},
+        "imagePullSecrets": refs,
+    }))
+    .unwrap()
+}
+
+/// The captured Pod (or Deployment) in `namespace`, every image set to `image`, pull secrets as given.
+fn pod_review(namespace: &str, image: &str, secrets: Option<&[&str]>) -> Value {
+    review("01-create-pod-main-web.json", "/request/object/spec", namespace, image, secrets)
+}
+
+fn deployment_review(namespace: &str, image: &str, secrets: Option<&[&str]>) -> Value {
+    review(
+        "02-create-deployment-main-api.json",
+        "/request/object/spec/template/spec",
+        namespace,
+        image,
+        secrets,
+    )
+}
+
+fn review(name: &str, spec_pointer: &str, namespace: &str, image: &str, secrets: Option<&[&str]>) -> Value {
+    let mut review = fixture(name).unwrap();
+    review["request"]["namespace"] = json!(namespace);
+    review["request"]["object"]["metadata"]["namespace"] = json!(namespace);
+    let spec = review.pointer_mut(spec_pointer).unwrap();
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for container in containers {
+                container["image"] = json!(image);
+            }
+        }
+    }
+    // Only the app container, so each case has one image and one finding.
+    if let Some(object) = spec.as_object_mut() {
+        object.remove("initContainers");
+        object.remove("nodeSelector");
+        object.remove("affinity");
+    }
+    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        containers.truncate(1);
+    }
+    match secrets {
+        Some(names) => {
+            spec["imagePullSecrets"] =
+                json!(names.iter().map(|name| json!({"name": name})).collect::<Vec<_>>())
+        }
+        None => {
+            if let Some(object) = spec.as_object_mut() {
+                object.remove("imagePullSecrets");
+            }
+        }
+    }
+    review
+}
+
+fn codes(body: &Value) -> Vec<String> {
+    let findings = body["response"]["auditAnnotations"]["findings"].as_str().unwrap_or("[]");
+    let findings: Vec<Value> = serde_json::from_str(findings).unwrap();
+    let mut codes: Vec<String> = findings.iter().map(|f| f["code"].as_str().unwrap().to_string()).collect();
+    codes.sort();
+    codes
+}
+
+fn allowed(body: &Value) -> bool {
+    body["response"]["allowed"].as_bool().unwrap()
+}
+
+/// Everything pullguard logs during the test, at trace level, for the leak check.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+struct Setup {
+    api: FakeApiServer,
+    private: RegistryProcess,
+    public: RegistryProcess,
+    webhook: Webhook,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let api = FakeApiServer::start().await.unwrap();
+        let private = RegistryProcess::start_tls_auth(USER, PASSWORD).await.unwrap();
+        Seeder::new(&private)
+            .unwrap()
+            .push_image("team/app", "v1", &ImageSpec::linux("amd64"))
+            .await
+            .unwrap();
+        let public = RegistryProcess::start_plain().await.unwrap();
+        Seeder::new(&public).unwrap().push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+        let host = private.host();
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}
+        }))
+        .unwrap();
+        api.apply(&node).unwrap();
+        for ns in ["shop", "team-a", "team-b", "sa"] {
+            api.apply(&namespace(ns)).unwrap();
+        }
+        let json = "kubernetes.io/dockerconfigjson";
+        let key = ".dockerconfigjson";
+        api.apply(&secret("shop", "good", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })))
+            .unwrap();
+        api.apply(&secret(
+            "shop",
+            "wrong",
+            json,
+            key,
+            json!({ host.clone(): auth_entry(USER, WRONG_PASSWORD) }),
+        ))
+        .unwrap();
+        api.apply(&secret(
+            "shop",
+            "elsewhere",
+            json,
+            key,
+            json!({"other.example:5000": auth_entry(USER, PASSWORD)}),
+        ))
+        .unwrap();
+        api.apply(&secret(
+            "shop",
+            "opaque",
+            "Opaque",
+            key,
+            json!({ host.clone(): auth_entry(USER, PASSWORD) }),
+        ))
+        .unwrap();
+        api.apply(&secret(
+            "shop",
+            "mixed-up",
+            json,
+            ".dockercfg",
+            json!({ host.clone(): auth_entry(USER, PASSWORD) }),
+        ))
+        .unwrap();
+        api.apply(&secret("team-a", "good", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })))
+            .unwrap();
+        api.apply(&secret(
+            "sa",
+            "via-account",
+            json,
+            key,
+            json!({ host.clone(): auth_entry(USER, PASSWORD) }),
+        ))
+        .unwrap();
+        api.apply(&service_account("sa", &["via-account"])).unwrap();
+        let config = Config {
+            registries: vec![registry_settings(&private), registry_settings(&public)],
+            ..Config::default()
+        };
+        let webhook =
+            Webhook::start_with_cluster(config, Keyring::default(), api.client().unwrap()).await.unwrap();
+        webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
+        Setup { api, private, public, webhook }
+    }
+
+    fn image(&self) -> String {
+        format!("{}/team/app:v1", self.private.host())
+    }
+
+    /// Manifest reads the registry refused for lack of credentials.
+    fn unauthorized_reads(&self) -> usize {
+        self.private
+            .access_log()
+            .iter()
+            .filter(|entry| entry.path.contains("/manifests/") && entry.status == 401)
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn every_credential_case_through_the_webhook() {
+    let logs = LogBuffer::default();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .try_init();
+    let setup = Setup::start().await;
+    let image = setup.image();
+    let public_image = format!("{}/app:v1", setup.public.host());
+    let cases: Vec<(&str, Value, Vec<&str>, bool)> = vec![
+        ("no secret", pod_review("shop", &image, None), vec!["PG201"], false),
+        ("missing secret", pod_review("shop", &image, Some(&["nope"])), vec!["PG202"], false),
+        ("secret for another host", pod_review("shop", &image, Some(&["elsewhere"])), vec!["PG204"], false),
+        ("wrong password", pod_review("shop", &image, Some(&["wrong"])), vec!["PG205"], false),
+        ("wrong type", pod_review("shop", &image, Some(&["opaque"])), vec!["PG203"], false),
+        ("type and key mismatch", pod_review("shop", &image, Some(&["mixed-up"])), vec!["PG203"], false),
+        ("correct secret on the pod", pod_review("shop", &image, Some(&["good"])), vec![], true),
+        (
+            "wrong then right: tried in order",
+            pod_review("shop", &image, Some(&["wrong", "good"])),
+            vec![],
+            true,
+        ),
+        ("correct secret via the service account", deployment_review("sa", &image, None), vec![], true),
+        (
+            "anonymous registry, needless secret",
+            pod_review("shop", &public_image, Some(&["good"])),
+            vec![],
+            true,
+        ),
+        (
+            "anonymous registry, missing secret",
+            pod_review("shop", &public_image, Some(&["nope"])),
+            vec!["PG202"],
+            true,
+        ),
+    ];
+    for (name, review, expected, expect_allowed) in cases {
+        let (status, body) = setup.webhook.post(&review).await.unwrap();
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(codes(&body), expected, "{name}: {body}");
+        assert_eq!(allowed(&body), expect_allowed, "{name}: {body}");
+    }
+
+    // PG204 names the keys that were present; the needless-secret warning says it is not needed.
+    let (_, body) = setup.webhook.post(&pod_review("shop", &image, Some(&["elsewhere"]))).await.unwrap();
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("other.example:5000"), "{message}");
+    // A usable secret exists in the namespace but is not referenced: the message says so.
+    let (_, body) = setup.webhook.post(&pod_review("shop", &image, None)).await.unwrap();
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("add imagePullSecrets: [good, wrong]"), "{message}");
+
+    // Secrets are read through cached GETs: repeated admissions do not ask the API again.
+    setup.api.clear_requests();
+    for _ in 0..5 {
+        setup.webhook.post(&pod_review("shop", &image, Some(&["good"]))).await.unwrap();
+    }
+    assert_eq!(setup.api.request_count("/api/v1/namespaces/shop/secrets"), 0, "served from the cache");
+
+    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!captured.is_empty(), "the trace subscriber captured nothing");
+    for secret in [PASSWORD, WRONG_PASSWORD, &STANDARD.encode(format!("{USER}:{PASSWORD}"))] {
+        assert!(!captured.contains(secret), "a credential reached the logs");
+    }
+}
+
+#[tokio::test]
+async fn one_namespace_secret_never_admits_another_namespace() {
+    let setup = Setup::start().await;
+    let image = setup.image();
+    let with_secret = pod_review("team-a", &image, Some(&["good"]));
+    let without = pod_review("team-b", &image, None);
+
+    // A first, then B: B is denied although A's lookup is cached.
+    let (_, body) = setup.webhook.post(&with_secret).await.unwrap();
+    assert!(allowed(&body), "{body}");
+    let refused_before = setup.unauthorized_reads();
+    let (_, body) = setup.webhook.post(&without).await.unwrap();
+    assert!(!allowed(&body));
+    assert_eq!(codes(&body), vec!["PG201"]);
+    assert!(
+        setup.unauthorized_reads() > refused_before,
+        "B's lookup went to the registry without credentials"
+    );
+
+    // B again, then A again, both warm: the verdicts hold in either order.
+    let (_, body) = setup.webhook.post(&without).await.unwrap();
+    assert!(!allowed(&body));
+    let (_, body) = setup.webhook.post(&with_secret).await.unwrap();
+    assert!(allowed(&body));
+    let (_, body) = setup.webhook.post(&without).await.unwrap();
+    assert!(!allowed(&body));
+}
+
+#[tokio::test]
+async fn the_reverse_order_with_a_cold_cache() {
+    let setup = Setup::start().await;
+    let image = setup.image();
+    let (_, body) = setup.webhook.post(&pod_review("team-b", &image, None)).await.unwrap();
+    assert!(!allowed(&body));
+    let (_, body) = setup.webhook.post(&pod_review("team-a", &image, Some(&["good"]))).await.unwrap();
+    assert!(allowed(&body), "A's secret is used although B's anonymous miss is cached: {body}");
+}
+
+#[tokio::test]
+async fn a_secret_created_after_a_denial_is_seen_without_a_restart() {
+    let setup = Setup::start().await;
+    let image = setup.image();
+    let review = pod_review("team-b", &image, Some(&["late"]));
+    let (_, body) = setup.webhook.post(&review).await.unwrap();
+    assert_eq!(codes(&body), vec!["PG202"]);
+    let host = setup.private.host();
+    setup
+        .api
+        .apply(&secret(
+            "team-b",
+            "late",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            json!({ host: auth_entry(USER, PASSWORD) }),
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = setup.webhook.post(&review).await.unwrap();
+        if allowed(&body) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the new secret was never used: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
