@@ -374,3 +374,17 @@ async fn a_secret_created_after_a_denial_is_seen_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn registries_pulled_with_node_credentials_are_not_verified_rather_than_wrong() {
+    let setup = Setup::start().await;
+    let mut settings = registry_settings(&setup.private);
+    settings.node_credentials = true;
+    let config = Config { registries: vec![settings], ..Config::default() };
+    let webhook = Webhook::start_with_cluster(config, Keyring::default(), setup.api.client().unwrap()).await.unwrap();
+    webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let (_, body) = webhook.post(&pod_review("shop", &setup.image(), None)).await.unwrap();
+    assert!(allowed(&body), "{body}");
+    assert_eq!(codes(&body), vec!["PG200"]);
+    assert!(body["response"]["warnings"].is_null(), "an info is not a warning: {body}");
+}
