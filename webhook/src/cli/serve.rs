@@ -11,6 +11,7 @@ use crate::{
     config::Config,
     server::{
         self,
+        reload::CertReloader,
         tls::{self, CertStore},
     },
 };
@@ -29,6 +30,9 @@ pub struct ServeArgs {
     /// Private key of the serving certificate (PEM).
     #[arg(long, env = "PULLGUARD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are re-read (a rotated Secret is served without a restart).
+    #[arg(long, env = "PULLGUARD_TLS_RELOAD_INTERVAL", default_value = "10s")]
+    pub tls_reload_interval: crate::config::HumanDuration,
     /// Extra subject alternative names for the generated certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
@@ -77,13 +81,11 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), CliError> {
         }
     };
     info!(mode = %app.config.mode, deadline = ?app.config.deadline.0, "configuration loaded");
-    let running = server::start(
-        app.router(),
-        app.admin_router(),
-        args.listen,
-        args.admin_listen,
-        Arc::new(CertStore::new(certified)),
-    )?;
+    let certs = Arc::new(CertStore::new(certified));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        CertReloader::new(cert.clone(), key.clone(), certs.clone()).spawn(args.tls_reload_interval.0);
+    }
+    let running = server::start(app.router(), app.admin_router(), args.listen, args.admin_listen, certs)?;
     eprintln!("pullguard: serving https://{}/validate (admin http://{})", running.addr, running.admin_addr);
     shutdown_signal().await;
     info!("shutting down");

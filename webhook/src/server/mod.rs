@@ -1,6 +1,7 @@
 //! The webhook's HTTPS listener (`POST /validate`) and the plain-HTTP admin listener
 //! (`/livez`, `/readyz`).
 
+pub mod reload;
 pub mod tls;
 
 use std::{

@@ -1,0 +1,131 @@
+//! Certificate rotation over a real socket, with the files laid out the way the kubelet mounts a
+//! Secret (`tls.crt -> ..data/tls.crt`, `..data -> ..<timestamp>`, swapped by renaming a symlink).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::{
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use pullguard::{
+    app::App,
+    config::Config,
+    credentials::Keyring,
+    server::{self, reload::CertReloader, tls::CertStore},
+};
+use pullguard_tests::{certs::TestCa, webhook::fixture};
+
+/// A Secret volume: versioned directories behind an atomically swapped `..data` link.
+struct SecretVolume {
+    root: PathBuf,
+    version: usize,
+}
+
+impl SecretVolume {
+    fn new(root: &Path) -> SecretVolume {
+        SecretVolume { root: root.to_path_buf(), version: 0 }
+    }
+
+    fn publish(&mut self, cert: &str, key: &str) {
+        self.version += 1;
+        let dir = self.root.join(format!("..2026_11_23_00_00_{:02}", self.version));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.join("tls.key"), key).unwrap();
+        let staging = self.root.join("..data_tmp");
+        symlink(dir.file_name().unwrap(), &staging).unwrap();
+        std::fs::rename(&staging, self.root.join("..data")).unwrap();
+        for name in ["tls.crt", "tls.key"] {
+            let link = self.root.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                symlink(format!("..data/{name}"), &link).unwrap();
+            }
+        }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.root.join("tls.crt")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.root.join("tls.key")
+    }
+}
+
+fn client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+async fn admits(client: &reqwest::Client, url: &str) -> bool {
+    let review = fixture("08-update-scale-scale-api.json").unwrap();
+    matches!(client.post(url).json(&review).send().await, Ok(response) if response.status().is_success())
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(10), "{what} never happened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_served_without_dropping_connections() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut volume = SecretVolume::new(dir.path());
+    let first_ca = TestCa::new("first").unwrap();
+    let (cert, key) = first_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    volume.publish(&cert, &key);
+
+    let certs = Arc::new(CertStore::new(server::tls::load_pem_files(&volume.cert(), &volume.key()).unwrap()));
+    CertReloader::new(volume.cert(), volume.key(), certs.clone()).spawn(Duration::from_millis(100));
+    let app = App::new(Config::default(), Keyring::default()).unwrap();
+    let running = server::start(
+        app.router(),
+        app.admin_router(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        certs,
+    )
+    .unwrap();
+    let url = format!("https://localhost:{}/validate", running.addr.port());
+
+    let established = client(&first_ca.ca_pem);
+    assert!(admits(&established, &url).await);
+
+    // Rotation to a certificate from another CA: new connections get it...
+    let second_ca = TestCa::new("second").unwrap();
+    let (cert, key) = second_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    volume.publish(&cert, &key);
+    eventually("the new certificate", async || admits(&client(&second_ca.ca_pem), &url).await).await;
+    assert!(!admits(&client(&first_ca.ca_pem), &url).await, "new handshakes no longer get the old certificate");
+    // ...while the connection made before the swap keeps working.
+    for _ in 0..5 {
+        assert!(admits(&established, &url).await, "an established connection was dropped");
+    }
+
+    // A broken new version is refused; the last good certificate stays.
+    volume.publish("not a certificate", "not a key");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(admits(&client(&second_ca.ca_pem), &url).await);
+    let third_ca = TestCa::new("third").unwrap();
+    let (_, mismatched_key) = third_ca.issue_server(&["localhost"]).unwrap();
+    volume.publish(&cert, &mismatched_key);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(admits(&client(&second_ca.ca_pem), &url).await, "a mismatched key must not be served");
+
+    // And a good one after the bad ones is picked up again.
+    let (cert, key) = third_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    volume.publish(&cert, &key);
+    eventually("recovery after a bad version", async || admits(&client(&third_ca.ca_pem), &url).await).await;
+    running.shutdown();
+}
