@@ -65,6 +65,12 @@ impl Webhook {
         Ok(reqwest::Client::builder().no_proxy().build()?.get(url).send().await?.status().as_u16())
     }
 
+    /// The admin port's `/metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        let url = format!("http://{}/metrics", self.running.admin_addr);
+        Ok(reqwest::Client::builder().no_proxy().build()?.get(url).send().await?.text().await?)
+    }
+
     /// Waits (bounded) until `/readyz` answers 200.
     pub async fn wait_ready(&self, limit: std::time::Duration) -> Result<()> {
         let started = std::time::Instant::now();

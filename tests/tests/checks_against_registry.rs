@@ -31,7 +31,9 @@ fn inspector(registries: Vec<RegistryConfig>, keyring: Keyring) -> Inspector {
 fn inspector_with(config: Config, keyring: Keyring) -> Inspector {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(config);
-    let registry = Arc::new(Registry::new(&config).expect("registry client"));
+    let registry = Arc::new(
+        Registry::new(&config, Arc::new(pullguard::metrics::Metrics::new())).expect("registry client"),
+    );
     Inspector::new(config, registry, keyring)
 }
 

@@ -301,6 +301,12 @@ async fn every_credential_case_through_the_webhook() {
     }
     assert_eq!(setup.api.request_count("/api/v1/namespaces/shop/secrets"), 0, "served from the cache");
 
+    let metrics = setup.webhook.metrics().await.unwrap();
+    assert!(metrics.contains("pullguard_findings_total{code=\"PG205\""), "{metrics}");
+    for secret in [PASSWORD, WRONG_PASSWORD] {
+        assert!(!metrics.contains(secret), "a credential reached the metrics");
+    }
+
     let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!captured.is_empty(), "the trace subscriber captured nothing");
     for secret in [PASSWORD, WRONG_PASSWORD, &STANDARD.encode(format!("{USER}:{PASSWORD}"))] {
@@ -381,7 +387,8 @@ async fn registries_pulled_with_node_credentials_are_not_verified_rather_than_wr
     let mut settings = registry_settings(&setup.private);
     settings.node_credentials = true;
     let config = Config { registries: vec![settings], ..Config::default() };
-    let webhook = Webhook::start_with_cluster(config, Keyring::default(), setup.api.client().unwrap()).await.unwrap();
+    let webhook =
+        Webhook::start_with_cluster(config, Keyring::default(), setup.api.client().unwrap()).await.unwrap();
     webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
     let (_, body) = webhook.post(&pod_review("shop", &setup.image(), None)).await.unwrap();
     assert!(allowed(&body), "{body}");

@@ -107,7 +107,10 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
     let (cert, key) = second_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     volume.publish(&cert, &key);
     eventually("the new certificate", async || admits(&client(&second_ca.ca_pem), &url).await).await;
-    assert!(!admits(&client(&first_ca.ca_pem), &url).await, "new handshakes no longer get the old certificate");
+    assert!(
+        !admits(&client(&first_ca.ca_pem), &url).await,
+        "new handshakes no longer get the old certificate"
+    );
     // ...while the connection made before the swap keeps working.
     for _ in 0..5 {
         assert!(admits(&established, &url).await, "an established connection was dropped");

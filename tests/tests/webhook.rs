@@ -414,3 +414,34 @@ async fn a_registry_that_never_answers_is_cut_off_by_the_deadline() {
     assert!(allowed(&body), "fail open: {body}");
     assert!(warnings(&body).iter().any(|w| w.starts_with("PG501")), "{body}");
 }
+
+#[tokio::test]
+async fn metrics_count_admissions_lookups_and_findings() {
+    let fixtures = Fixtures::start().await;
+    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    webhook.post(&fixtures.good("02-create-deployment-main-api.json")).await.unwrap();
+    webhook.post(&fixtures.good("02-create-deployment-main-api.json")).await.unwrap();
+    webhook.post(&fixtures.bad("01-create-pod-main-web.json")).await.unwrap();
+    webhook.post(&fixtures.good("23-delete-pod-main-web.json")).await.unwrap();
+    webhook.post_raw(b"nope".to_vec()).await.unwrap();
+    let text = webhook.metrics().await.unwrap();
+    for expected in [
+        r#"pullguard_admissions_total{kind="Deployment",operation="CREATE",verdict="allowed"} 2"#,
+        r#"pullguard_admissions_total{kind="Pod",operation="CREATE",verdict="denied"} 1"#,
+        r#"pullguard_admissions_total{kind="Pod",operation="DELETE",verdict="skipped"} 1"#,
+        r#"verdict="invalid"} 1"#,
+        r#"pullguard_findings_total{code="PG101",severity="error"} 3"#,
+        r#"pullguard_cache_lookups_total{result="hit"} 1"#,
+        "pullguard_admission_duration_seconds_count 4",
+        "pullguard_registry_request_duration_seconds_bucket",
+        "pullguard_cache_entries",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let registry_requests = format!(
+        r#"pullguard_registry_requests_total{{registry="{}",outcome="2xx"}}"#,
+        fixtures.registry.host()
+    );
+    assert!(text.contains(&registry_requests), "{text}");
+    assert!(text.contains(r#"outcome="404"}"#), "{text}");
+}

@@ -15,6 +15,7 @@ use crate::{
     config::Config,
     credentials::Keyring,
     inspect::Inspector,
+    metrics::Metrics,
     registry::{Registry, TransportBuildError},
     server,
 };
@@ -25,6 +26,7 @@ pub struct App {
     pub admission: Arc<Admission>,
     /// True once every cache the decisions depend on has synced.
     pub ready: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -48,7 +50,8 @@ impl App {
         client: Option<kube::Client>,
     ) -> Result<App, TransportBuildError> {
         let config = Arc::new(config);
-        let registry = Arc::new(Registry::new(&config)?);
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::new(&config, metrics.clone())?);
         let inspector = Arc::new(Inspector::new(config.clone(), registry, keyring));
         let cluster = client.map(ClusterState::start);
         let ready = Arc::new(AtomicBool::new(cluster.is_none()));
@@ -62,14 +65,14 @@ impl App {
             });
         }
         let admission = Arc::new(Admission::new(inspector.clone(), cluster));
-        Ok(App { config, inspector, admission, ready })
+        Ok(App { config, inspector, admission, ready, metrics })
     }
 
     pub fn router(&self) -> Router {
-        server::router(self.admission.clone())
+        server::router(self.admission.clone(), self.metrics.clone())
     }
 
     pub fn admin_router(&self) -> Router {
-        server::admin_router(self.ready.clone())
+        server::admin_router(self.ready.clone(), self.metrics.clone())
     }
 }

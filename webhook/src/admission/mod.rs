@@ -23,6 +23,7 @@ use crate::{
     finding::Code,
     finding::Finding,
     inspect::{InspectOptions, Inspector, PodContext},
+    metrics::{AdmissionLabels, FindingLabels, Metrics},
     pod_credentials::{PodCredentials, add_secret_hints},
     scheduling::{self, PodOwner},
     verdict::{self, Verdict},
@@ -242,6 +243,36 @@ fn effective_mode(configured: Mode, object: &DynamicObject) -> Mode {
             configured
         }
         None => configured,
+    }
+}
+
+/// Counts the admission, its latency and its findings.
+pub fn record_outcome(
+    metrics: &Metrics,
+    request: &AdmissionRequest<DynamicObject>,
+    outcome: &Outcome,
+    elapsed: std::time::Duration,
+) {
+    let verdict = match outcome {
+        Outcome::Skipped(_) => "skipped",
+        Outcome::Unreadable(_) => "unreadable",
+        Outcome::Checked { verdict, .. } if !verdict.allowed => "denied",
+        Outcome::Checked { verdict, .. } if !verdict.warnings.is_empty() => "warned",
+        Outcome::Checked { .. } => "allowed",
+    };
+    let labels = AdmissionLabels {
+        kind: request.kind.kind.clone(),
+        operation: format!("{:?}", request.operation).to_uppercase(),
+        verdict: verdict.into(),
+    };
+    metrics.admissions.get_or_create(&labels).inc();
+    metrics.admission_duration.observe(elapsed.as_secs_f64());
+    if let Outcome::Checked { findings, .. } = outcome {
+        for finding in findings {
+            let labels =
+                FindingLabels { code: finding.code.as_str().into(), severity: finding.severity.to_string() };
+            metrics.findings.get_or_create(&labels).inc();
+        }
     }
 }
 

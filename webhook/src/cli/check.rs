@@ -167,7 +167,7 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     let credentials = PodCredentials::from_secrets(secrets);
     let keyring = load_keyring(args.docker_config.as_ref())?;
     let config = Arc::new(config);
-    let registry = Arc::new(Registry::new(&config)?);
+    let registry = Arc::new(Registry::new(&config, Arc::new(crate::metrics::Metrics::new()))?);
     let inspector = Inspector::new(config.clone(), registry, keyring);
     let deadline = Instant::now() + config.deadline.0;
     let options = InspectOptions { offline: args.offline, deadline };

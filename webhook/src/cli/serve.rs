@@ -83,7 +83,9 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), CliError> {
     info!(mode = %app.config.mode, deadline = ?app.config.deadline.0, "configuration loaded");
     let certs = Arc::new(CertStore::new(certified));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        CertReloader::new(cert.clone(), key.clone(), certs.clone()).spawn(args.tls_reload_interval.0);
+        CertReloader::new(cert.clone(), key.clone(), certs.clone())
+            .with_metrics(app.metrics.clone())
+            .spawn(args.tls_reload_interval.0);
     }
     let running = server::start(app.router(), app.admin_router(), args.listen, args.admin_listen, certs)?;
     eprintln!("pullguard: serving https://{}/validate (admin http://{})", running.addr, running.admin_addr);

@@ -27,7 +27,7 @@ pub use self::{
     manifest::{ImageFacts, ManifestKind, Platform},
     transport::{Endpoint, Transport, TransportBuildError},
 };
-use crate::{config::Config, credentials::Credential, reference::ImageRef};
+use crate::{config::Config, credentials::Credential, metrics::Metrics, reference::ImageRef};
 
 #[derive(Clone)]
 enum Entry {
@@ -64,12 +64,13 @@ pub struct Registry {
     /// Last digest seen per tag key, kept as long as digests, so an expired tag costs a HEAD.
     tag_digests: Cache<String, String>,
     ttls: Ttls,
+    metrics: Arc<Metrics>,
 }
 
 const MAX_SUGGESTIONS: usize = 3;
 
 impl Registry {
-    pub fn new(config: &Config) -> Result<Registry, TransportBuildError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registry, TransportBuildError> {
         let lookups =
             Cache::builder().max_capacity(config.cache.max_entries).expire_after(EntryExpiry).build();
         let tag_digests = Cache::builder()
@@ -77,7 +78,7 @@ impl Registry {
             .time_to_live(config.cache.digest_ttl.0)
             .build();
         Ok(Registry {
-            transport: Transport::new(config)?,
+            transport: Transport::new(config, metrics.clone())?,
             lookups,
             tag_digests,
             ttls: Ttls {
@@ -85,6 +86,7 @@ impl Registry {
                 digest: config.cache.digest_ttl.0,
                 miss: config.cache.miss_ttl.0,
             },
+            metrics,
         })
     }
 
@@ -117,15 +119,18 @@ impl Registry {
         tag: &str,
     ) -> Result<Arc<ImageFacts>, LookupError> {
         let key = cache_key(name, ":", tag, endpoint.credential);
+        let missed = std::sync::atomic::AtomicBool::new(false);
         let entry = self
             .lookups
             .try_get_with(key.clone(), async {
+                missed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let outcome = self.fetch_tag(endpoint, name, tag, &key).await;
                 into_entry(outcome, self.ttls.tag, self.ttls.miss)
             })
             .await
-            .map_err(|error| (*error).clone())?;
-        from_entry(entry)
+            .map_err(|error| (*error).clone());
+        self.count_lookup(&missed);
+        from_entry(entry?)
     }
 
     async fn by_digest(
@@ -135,15 +140,24 @@ impl Registry {
         digest: &str,
     ) -> Result<Arc<ImageFacts>, LookupError> {
         let key = cache_key(name, "@", digest, endpoint.credential);
+        let missed = std::sync::atomic::AtomicBool::new(false);
         let entry = self
             .lookups
             .try_get_with(key, async {
+                missed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let outcome = self.fetch_digest(endpoint, digest).await;
                 into_entry(outcome, self.ttls.digest, self.ttls.miss)
             })
             .await
-            .map_err(|error| (*error).clone())?;
-        from_entry(entry)
+            .map_err(|error| (*error).clone());
+        self.count_lookup(&missed);
+        from_entry(entry?)
+    }
+
+    /// A caller that waited on another's load counts as a hit: it caused no request.
+    fn count_lookup(&self, missed: &std::sync::atomic::AtomicBool) {
+        self.metrics.cache_lookup(!missed.load(std::sync::atomic::Ordering::Relaxed));
+        self.metrics.cache_entries.set(i64::try_from(self.lookups.entry_count()).unwrap_or(i64::MAX));
     }
 
     async fn fetch_tag(

@@ -21,6 +21,7 @@ use super::{error::LookupError, manifest::ACCEPT};
 use crate::{
     config::{Config, RegistryConfig},
     credentials::Credential,
+    metrics::{HostLabels, Metrics, RegistryLabels},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,7 @@ pub struct Transport {
     backoff: Mutex<HashMap<String, (Instant, BackoffReason)>>,
     max_body: u64,
     request_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 const USER_AGENT: &str = concat!("pullguard/", env!("CARGO_PKG_VERSION"));
@@ -125,7 +127,7 @@ const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 impl Transport {
-    pub fn new(config: &Config) -> Result<Transport, TransportBuildError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Transport, TransportBuildError> {
         let timeout = config.lookup_timeout.0;
         let default_client = build_client(None, timeout)?;
         let mut clients_by_ca = HashMap::new();
@@ -149,6 +151,7 @@ impl Transport {
             backoff: Mutex::new(HashMap::new()),
             max_body: config.max_manifest_size.0,
             request_timeout: timeout,
+            metrics,
         })
     }
 
@@ -304,10 +307,25 @@ impl Transport {
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
-        match request.send().await {
+        let started = std::time::Instant::now();
+        let result = match request.send().await {
             Ok(response) => Ok(response),
             Err(error) => Err(self.classify(endpoint, error).await),
-        }
+        };
+        let outcome = match &result {
+            Ok(response) => status_class(response.status()),
+            Err(error) => error.metric_label().to_string(),
+        };
+        let host = endpoint.api_host.to_string();
+        self.metrics
+            .registry_requests
+            .get_or_create(&RegistryLabels { registry: host.clone(), outcome })
+            .inc();
+        self.metrics
+            .registry_duration
+            .get_or_create(&HostLabels { registry: host })
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     /// The `Authorization` value for a challenge: basic credentials as they are, or a bearer token
@@ -529,6 +547,16 @@ impl Transport {
             tokio::time::timeout(self.request_timeout, self.default_client.get(url).send()).await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// Statuses worth telling apart on a dashboard; the rest by class.
+fn status_class(status: StatusCode) -> String {
+    match status.as_u16() {
+        200..=299 => "2xx".into(),
+        code @ (401 | 403 | 404 | 429) => code.to_string(),
+        500..=599 => "5xx".into(),
+        _ => "other".into(),
     }
 }
 

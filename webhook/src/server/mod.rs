@@ -27,7 +27,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use self::tls::CertStore;
-use crate::admission::{self, Admission};
+use crate::{
+    admission::{self, Admission},
+    metrics::{AdmissionLabels, Metrics},
+};
 
 /// The API server caps request bodies near 3 MiB; anything larger is not a review it sent.
 pub const MAX_BODY_BYTES: usize = 3 << 20;
@@ -46,32 +49,62 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
 }
 
-pub fn router(admission: Arc<Admission>) -> Router {
+#[derive(Clone)]
+struct WebhookState {
+    admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
+}
+
+pub fn router(admission: Arc<Admission>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(admission)
+        .with_state(WebhookState { admission, metrics })
 }
 
-async fn validate(State(admission): State<Arc<Admission>>, body: Bytes) -> Response {
+async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
     let started = Instant::now();
     let request = match Admission::decode(&body) {
         Ok(request) => request,
         Err(error) => {
             warn!(%error, bytes = body.len(), "undecodable admission review");
+            state
+                .metrics
+                .admissions
+                .get_or_create(&AdmissionLabels {
+                    kind: String::new(),
+                    operation: String::new(),
+                    verdict: "invalid".into(),
+                })
+                .inc();
             let review = AdmissionResponse::invalid(error.to_string()).into_review();
             return (StatusCode::BAD_REQUEST, Json(review)).into_response();
         }
     };
-    let (review, outcome) = admission.review(&request).await;
-    admission::log_outcome(&request, &outcome, started.elapsed().as_millis());
+    let (review, outcome) = state.admission.review(&request).await;
+    let elapsed = started.elapsed();
+    admission::log_outcome(&request, &outcome, elapsed.as_millis());
+    admission::record_outcome(&state.metrics, &request, &outcome, elapsed);
     (StatusCode::OK, Json(review)).into_response()
 }
 
 /// Liveness says the process answers; readiness says it can judge admissions.
-pub fn admin_router(ready: Arc<AtomicBool>) -> Router {
+pub fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
+    let metrics_route = get(move || {
+        let metrics = metrics.clone();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                metrics.encode(),
+            )
+        }
+    });
     Router::new()
         .route("/livez", get(|| async { "ok" }))
+        .route("/metrics", metrics_route)
         .route(
             "/readyz",
             get(|State(ready): State<Arc<AtomicBool>>| async move {

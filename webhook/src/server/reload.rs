@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::tls::{CertStore, certified_key};
+use crate::metrics::{Metrics, ReloadLabels};
 
 /// What a reload attempt did, for logs, metrics and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,14 +23,26 @@ pub struct CertReloader {
     key_path: PathBuf,
     store: Arc<CertStore>,
     last_seen: Option<[u8; 32]>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl CertReloader {
     /// `loaded` is the pair already being served, so the first poll does not swap it again.
     pub fn new(cert_path: PathBuf, key_path: PathBuf, store: Arc<CertStore>) -> CertReloader {
-        let mut reloader = CertReloader { cert_path, key_path, store, last_seen: None };
+        let mut reloader = CertReloader { cert_path, key_path, store, last_seen: None, metrics: None };
         reloader.last_seen = reloader.read().ok().map(|(_, _, hash)| hash);
         reloader
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> CertReloader {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, result: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.certificate_reloads.get_or_create(&ReloadLabels { result: result.into() }).inc();
+        }
     }
 
     fn read(&self) -> std::io::Result<(Vec<u8>, Vec<u8>, [u8; 32])> {
@@ -47,7 +60,9 @@ impl CertReloader {
         let (cert, key, hash) = match self.read() {
             Ok(read) => read,
             // Mid-swap a path can vanish for an instant; the next poll sees the new files.
-            Err(error) => return Reload::Rejected { reason: format!("cannot read the certificate files: {error}") },
+            Err(error) => {
+                return Reload::Rejected { reason: format!("cannot read the certificate files: {error}") };
+            }
         };
         if self.last_seen == Some(hash) {
             return Reload::Unchanged;
@@ -77,9 +92,11 @@ impl CertReloader {
                 match self.poll() {
                     Reload::Unchanged => {}
                     Reload::Swapped { fingerprint } => {
+                        self.count("swapped");
                         info!(cert = %self.cert_path.display(), %fingerprint, "serving certificate reloaded")
                     }
                     Reload::Rejected { reason } => {
+                        self.count("rejected");
                         warn!(cert = %self.cert_path.display(), %reason, "new serving certificate rejected; keeping the current one")
                     }
                 }
@@ -100,13 +117,9 @@ mod tests {
         let first = self_signed(&default_sans(&[])).unwrap();
         std::fs::write(&cert, &first.cert_pem).unwrap();
         std::fs::write(&key, &first.key_pem).unwrap();
-        let store = Arc::new(CertStore::new(certified_key(
-            first.cert_pem.as_bytes(),
-            first.key_pem.as_bytes(),
-            &cert,
-            &key,
-        )
-        .unwrap()));
+        let store = Arc::new(CertStore::new(
+            certified_key(first.cert_pem.as_bytes(), first.key_pem.as_bytes(), &cert, &key).unwrap(),
+        ));
         let mut reloader = CertReloader::new(cert.clone(), key.clone(), store);
         assert_eq!(reloader.poll(), Reload::Unchanged);
 
