@@ -453,3 +453,98 @@ async fn check_uses_pull_secret_manifests() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!text.contains("s3cret-pass") && !text.contains(&auth));
 }
+
+#[tokio::test]
+async fn audit_checks_every_workload_once_and_never_writes() {
+    use pullguard_tests::kubeapi::FakeApiServer;
+    use serde_json::json;
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    let seeder = Seeder::new(&registry).unwrap();
+    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    seeder.push_image("armonly", "v1", &ImageSpec::linux("arm64")).await.unwrap();
+    let host = registry.host();
+    let good = format!("{host}/app:v1");
+    let gone = format!("{host}/app:gone");
+    let api = FakeApiServer::start().await.unwrap();
+    let apply = |value: serde_json::Value| -> anyhow::Result<()> {
+        match value["kind"].as_str().unwrap() {
+            "Node" => {
+                api.apply(&serde_json::from_value::<k8s_openapi::api::core::v1::Node>(value)?).map(drop)
+            }
+            "Deployment" => {
+                api.apply(&serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(value)?).map(drop)
+            }
+            "ReplicaSet" => {
+                api.apply(&serde_json::from_value::<k8s_openapi::api::apps::v1::ReplicaSet>(value)?).map(drop)
+            }
+            "CronJob" => {
+                api.apply(&serde_json::from_value::<k8s_openapi::api::batch::v1::CronJob>(value)?).map(drop)
+            }
+            "Job" => api.apply(&serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(value)?).map(drop),
+            "Pod" => api.apply(&serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(value)?).map(drop),
+            other => panic!("{other}"),
+        }
+    };
+    let template = |image: &str| json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": image}]}});
+    let owner = |kind: &str, name: &str| json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "u1", "controller": true}]);
+    apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
+        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}))
+    .unwrap();
+    for (namespace, name, image) in
+        [("shop", "api", &good), ("shop", "broken", &gone), ("kube-system", "system", &gone)]
+    {
+        apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": template(image)}})).unwrap();
+    }
+    apply(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "broken-1", "namespace": "shop", "ownerReferences": owner("Deployment", "broken")},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": template(&gone)}})).unwrap();
+    apply(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "broken-1-abc", "namespace": "shop", "ownerReferences": owner("ReplicaSet", "broken-1")},
+        "spec": {"containers": [{"name": "c", "image": gone}]}})).unwrap();
+    apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lonely", "namespace": "shop"},
+        "spec": {"containers": [{"name": "c", "image": format!("{host}/armonly:v1")}]}}))
+    .unwrap();
+    apply(json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "shop"},
+        "spec": {"schedule": "@daily", "suspend": true, "jobTemplate": {"spec": {"template": template(&good)}}}})).unwrap();
+    apply(json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "nightly-1", "namespace": "shop", "ownerReferences": owner("CronJob", "nightly")},
+        "spec": {"template": template(&gone)}})).unwrap();
+    api.clear_requests();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path()).unwrap().display().to_string();
+    std::fs::write(
+        dir.path().join("pullguard.yaml"),
+        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
+    )
+    .unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            &["audit", "--config", "pullguard.yaml", "--kubeconfig", &kubeconfig, "--output", "json"],
+            &dir_path,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = json_of(&output);
+    let mut found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["workload"].as_str().unwrap().to_string(), f["code"].as_str().unwrap().to_string()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            ("Deployment/shop/broken".to_string(), "PG101".to_string()),
+            ("Pod/shop/lonely".to_string(), "PG301".to_string())
+        ]
+    );
+    assert_eq!(report["summary"]["by_code"], json!({"PG101": 1, "PG301": 1}));
+    let writes: Vec<_> = api.requests().into_iter().filter(|request| request.method != "GET").collect();
+    assert!(writes.is_empty(), "audit wrote to the cluster: {writes:?}");
+}

@@ -1,22 +1,21 @@
 //! `pullguard check`: images or manifests in, a report out, exit 0/1/2.
 
-use std::{collections::BTreeMap, io::Write, path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
 
-use clap::ValueEnum;
 use futures::future::join_all;
-use serde::Serialize;
+use k8s_openapi::api::core::v1::{Node, PodSpec};
 use tokio::time::Instant;
 
-use k8s_openapi::api::core::v1::{Node, PodSpec};
-
-use super::{CliError, load_keyring, manifests};
+use super::{
+    CliError, load_keyring, manifests,
+    report::{self, Output},
+};
 use crate::{
     admission::workload::WorkloadKind,
     checks::NodeTargets,
     cluster,
     config::Config,
-    finding::{Finding, Severity},
-    inspect::{ContainerImage, ContainerKind, ImageReport, InspectOptions, Inspector, PodContext},
+    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspection, Inspector, PodContext},
     platform::Platform,
     pod_credentials::PodCredentials,
     registry::Registry,
@@ -49,36 +48,6 @@ pub struct CheckArgs {
     /// Docker config JSON with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long, env = "PULLGUARD_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
-
-#[derive(Serialize)]
-struct ReportFinding<'a> {
-    code: &'a str,
-    severity: Severity,
-    image: &'a str,
-    container: &'a str,
-    workload: Option<&'a str>,
-    message: &'a str,
-}
-
-#[derive(Serialize, Default)]
-struct Summary {
-    errors: usize,
-    warnings: usize,
-    infos: usize,
-}
-
-#[derive(Serialize)]
-struct Report<'a> {
-    findings: Vec<ReportFinding<'a>>,
-    images: Vec<&'a ImageReport>,
-    summary: Summary,
 }
 
 struct Target {
@@ -184,47 +153,9 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     ))
     .await;
 
-    let mut findings: Vec<(Option<&str>, &Finding)> = Vec::new();
-    let mut images: BTreeMap<&str, &ImageReport> = BTreeMap::new();
-    for (target, inspection) in targets.iter().zip(&inspections) {
-        findings.extend(inspection.findings.iter().map(|finding| (target.workload.as_deref(), finding)));
-        for image in &inspection.images {
-            images.entry(image.input.as_str()).or_insert(image);
-        }
-    }
-    let mut summary = Summary::default();
-    for (_, finding) in &findings {
-        match finding.severity {
-            Severity::Error => summary.errors += 1,
-            Severity::Warning => summary.warnings += 1,
-            Severity::Info => summary.infos += 1,
-        }
-    }
-    let exit = if summary.errors > 0 { 1 } else { 0 };
-    let report = Report {
-        findings: findings
-            .iter()
-            .map(|(workload, finding)| ReportFinding {
-                code: finding.code.as_str(),
-                severity: finding.severity,
-                image: &finding.image,
-                container: &finding.container,
-                workload: *workload,
-                message: &finding.message,
-            })
-            .collect(),
-        images: images.into_values().collect(),
-        summary,
-    };
-    let mut stdout = std::io::stdout().lock();
-    let written = match args.output {
-        Output::Json => serde_json::to_writer_pretty(&mut stdout, &report)
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(stdout)),
-        Output::Text => write_text(&mut stdout, &report),
-    };
-    written.map_err(|source| CliError::Write { path: PathBuf::from("<stdout>"), source })?;
-    Ok(exit)
+    let labelled: Vec<(Option<String>, Inspection)> =
+        targets.into_iter().map(|target| target.workload).zip(inspections).collect();
+    report::print(&labelled, args.output)
 }
 
 /// The given pull secrets apply to every image; a manifest naming secrets that were not given
@@ -246,29 +177,4 @@ fn credentials_for(target: &Target, given: &PodCredentials, provided: &[String])
         ));
     }
     credentials
-}
-
-fn write_text(out: &mut impl Write, report: &Report<'_>) -> std::io::Result<()> {
-    for finding in &report.findings {
-        let severity = finding.severity.to_string().to_uppercase();
-        let place = match finding.workload {
-            Some(workload) => format!("{workload} container {:?}", finding.container),
-            None => String::new(),
-        };
-        writeln!(out, "{severity:<7} {} {} {place}", finding.code, finding.image)?;
-        writeln!(out, "        {}", finding.message)?;
-    }
-    for image in &report.images {
-        if let (Some(normalized), Some(digest)) = (&image.normalized, &image.resolved_digest) {
-            writeln!(out, "resolved {normalized} -> {digest}")?;
-        }
-    }
-    writeln!(
-        out,
-        "{} error(s), {} warning(s), {} info(s) in {} image(s)",
-        report.summary.errors,
-        report.summary.warnings,
-        report.summary.infos,
-        report.images.len()
-    )
 }

@@ -1,15 +1,17 @@
 //! Command line: `serve` (the webhook) and `check` (CI). Flags and `PULLGUARD_*` variables are
 //! the same settings as the config file; see `config::Overrides`.
 
+mod audit;
 mod check;
 mod manifests;
+mod report;
 mod serve;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use self::{check::CheckArgs, serve::ServeArgs};
+pub use self::{audit::AuditArgs, check::CheckArgs, serve::ServeArgs};
 use crate::{config::Overrides, credentials::Keyring};
 
 #[derive(Debug, Parser)]
@@ -40,6 +42,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check images or manifests (CI): exit 0 without errors, 1 with errors, 2 when the check failed.
     Check(CheckArgs),
+    /// Check every workload of a live cluster (read-only): exit 0/1/2 as for check.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,5 +100,6 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(config, args).await.map(|()| 0),
         Command::Check(args) => check::run(config, args).await,
+        Command::Audit(args) => audit::run(config, args).await,
     }
 }
