@@ -102,11 +102,41 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
     let established = client(&first_ca.ca_pem);
     assert!(admits(&established, &url).await);
 
-    // Rotation to a certificate from another CA: new connections get it...
+    // A client loop with a fresh connection per request runs through the rotation: it trusts
+    // both CAs, as a caBundle does during a rollover, and must never see a failure.
     let second_ca = TestCa::new("second").unwrap();
+    let both = format!("{}{}", first_ca.ca_pem, second_ca.ca_pem);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = {
+        let (url, stop) = (url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, 0usize);
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(20) {
+                let fresh = reqwest::Client::builder()
+                    .tls_certs_only(
+                        reqwest::Certificate::from_pem_bundle(both.as_bytes()).unwrap(),
+                    )
+                    .pool_max_idle_per_host(0)
+                    .no_proxy()
+                    .build()
+                    .unwrap();
+                if admits(&fresh, &url).await { ok += 1 } else { failed += 1 }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Rotation to a certificate from another CA: new connections get it...
     let (cert, key) = second_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     volume.publish(&cert, &key);
     eventually("the new certificate", async || admits(&client(&second_ca.ca_pem), &url).await).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = looping.await.unwrap();
+    assert!(ok > 5, "the loop barely ran: {ok}");
+    assert_eq!(failed, 0, "{failed} of {} requests failed during the rotation", ok + failed);
     assert!(
         !admits(&client(&first_ca.ca_pem), &url).await,
         "new handshakes no longer get the old certificate"
