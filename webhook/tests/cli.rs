@@ -548,3 +548,41 @@ async fn audit_checks_every_workload_once_and_never_writes() {
     let writes: Vec<_> = api.requests().into_iter().filter(|request| request.method != "GET").collect();
     assert!(writes.is_empty(), "audit wrote to the cluster: {writes:?}");
 }
+
+#[tokio::test]
+async fn github_annotations_point_at_the_image_lines() {
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    Seeder::new(&registry).unwrap().push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pullguard.yaml"),
+        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
+    )
+    .unwrap();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  ports: [{{port: 80}}]\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api, namespace: shop}}\nspec:\n  template:\n    spec:\n\
+         \x20     containers:\n        - name: api\n          image: {host}/app:v1\n        - name: side\n\
+         \x20         image: \"{host}/app:v9\"  # typo\n"
+    );
+    std::fs::write(dir.path().join("deploy.yaml"), &manifest).unwrap();
+    let expected_line = manifest.lines().position(|line| line.contains("app:v9")).unwrap() + 1;
+    let dir_path = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        run(&["check", "--config", "pullguard.yaml", "--output", "github", "-f", "deploy.yaml"], &dir_path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let annotation = stdout.lines().find(|line| line.starts_with("::error ")).expect("an error annotation");
+    assert!(
+        annotation.starts_with(&format!(
+            "::error file=deploy.yaml,line={expected_line},title=PG101 Deployment/shop/api side::"
+        )),
+        "{annotation}"
+    );
+    assert!(annotation.contains("app%3Av9") || annotation.contains("\"v9\""), "{annotation}");
+    assert!(stdout.lines().last().unwrap().contains("1 error(s)"), "{stdout}");
+}

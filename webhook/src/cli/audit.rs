@@ -23,14 +23,14 @@ use tokio::time::Instant;
 
 use super::{
     CliError, load_keyring,
-    report::{self, Output},
+    report::{self, Labelled, Output},
 };
 use crate::{
     admission::workload::{WorkloadKind, containers},
     checks::NodeTargets,
     cluster::{self, PullSecretReader},
     config::Config,
-    inspect::{InspectOptions, Inspection, Inspector, PodContext},
+    inspect::{InspectOptions, Inspector, PodContext},
     metrics::Metrics,
     pod_credentials::PodCredentials,
     registry::Registry,
@@ -91,7 +91,7 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
     let reader = PullSecretReader::new(client);
     let done = Arc::new(AtomicUsize::new(0));
     let progress = spawn_progress(done.clone(), workloads.len());
-    let inspections: Vec<(Option<String>, Inspection)> = stream::iter(workloads)
+    let inspections: Vec<Labelled> = stream::iter(workloads)
         .map(|workload| {
             let (inspector, reader, nodes, config, done) = (&inspector, &reader, &nodes, &config, &done);
             async move {
@@ -103,7 +103,7 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
                 let options = InspectOptions { offline: false, deadline: Instant::now() + config.deadline.0 };
                 let inspection = inspector.inspect(&containers(&workload.spec), context, options).await;
                 done.fetch_add(1, Ordering::Relaxed);
-                (Some(workload.label), inspection)
+                Labelled { workload: Some(workload.label), file: None, image_lines: Vec::new(), inspection }
             }
         })
         .buffered(args.concurrency.max(1))

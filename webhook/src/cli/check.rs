@@ -8,14 +8,14 @@ use tokio::time::Instant;
 
 use super::{
     CliError, load_keyring, manifests,
-    report::{self, Output},
+    report::{self, Labelled, Output},
 };
 use crate::{
     admission::workload::WorkloadKind,
     checks::NodeTargets,
     cluster,
     config::Config,
-    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspection, Inspector, PodContext},
+    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspector, PodContext},
     platform::Platform,
     pod_credentials::PodCredentials,
     registry::Registry,
@@ -52,6 +52,8 @@ pub struct CheckArgs {
 
 struct Target {
     workload: Option<String>,
+    file: Option<String>,
+    image_lines: Vec<(String, usize)>,
     kind: WorkloadKind,
     spec: PodSpec,
     containers: Vec<ContainerImage>,
@@ -111,6 +113,8 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
             .collect();
         targets.push(Target {
             workload: None,
+            file: None,
+            image_lines: Vec::new(),
             kind: WorkloadKind::Pod,
             spec: PodSpec::default(),
             containers,
@@ -121,6 +125,8 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
         for workload in manifests::workloads(&source_name, &text)? {
             targets.push(Target {
                 workload: Some(workload.label),
+                file: Some(workload.file),
+                image_lines: workload.image_lines,
                 kind: workload.kind,
                 spec: workload.spec,
                 containers: workload.containers,
@@ -153,8 +159,16 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     ))
     .await;
 
-    let labelled: Vec<(Option<String>, Inspection)> =
-        targets.into_iter().map(|target| target.workload).zip(inspections).collect();
+    let labelled: Vec<Labelled> = targets
+        .into_iter()
+        .zip(inspections)
+        .map(|(target, inspection)| Labelled {
+            workload: target.workload,
+            file: target.file,
+            image_lines: target.image_lines,
+            inspection,
+        })
+        .collect();
     report::print(&labelled, args.output)
 }
 

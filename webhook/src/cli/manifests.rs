@@ -32,6 +32,9 @@ pub struct Workload {
     pub kind: WorkloadKind,
     pub spec: PodSpec,
     pub containers: Vec<ContainerImage>,
+    /// The file it came from and, per container name, the line of its `image` field.
+    pub file: String,
+    pub image_lines: Vec<(String, usize)>,
 }
 
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
@@ -54,7 +57,49 @@ pub fn workloads(source_name: &str, text: &str) -> Result<Vec<Workload>, Manifes
     for document in documents {
         collect(source_name, document, &mut found)?;
     }
+    // Parsers give values, not positions: match each container's image to the `image:` lines of
+    // the text, in order, so CI annotations point at the right line.
+    let mut lines = image_lines(text);
+    for workload in &mut found {
+        workload.file = source_name.to_string();
+        for container in &workload.containers {
+            if let Some(entry) = lines.iter_mut().find(|(_, value, used)| !*used && *value == container.image)
+            {
+                entry.2 = true;
+                workload.image_lines.push((container.name.clone(), entry.0));
+            }
+        }
+    }
     Ok(found)
+}
+
+/// `(line, image, used)` for every `image:` / `"image":` field of YAML or JSON text (block or
+/// flow style, several per line), 1-based lines.
+fn image_lines(text: &str) -> Vec<(usize, String, bool)> {
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.split(" #").next().unwrap_or(line);
+        let mut rest = line;
+        while let Some(at) = rest.find("image") {
+            let before = rest[..at].chars().last();
+            let after = &rest[at + "image".len()..];
+            rest = after;
+            let after = after.strip_prefix('"').unwrap_or(after);
+            let Some(value) = after.strip_prefix(':') else { continue };
+            if !matches!(before, None | Some(' ' | '{' | ',' | '"' | '-')) {
+                continue;
+            }
+            let value = value.trim_start();
+            let value = match value.chars().next() {
+                Some(quote @ ('"' | '\'')) => value[1..].split(quote).next().unwrap_or_default(),
+                _ => value.split([',', '}', ' ']).next().unwrap_or_default(),
+            };
+            if !value.is_empty() {
+                found.push((index + 1, value.to_string(), false));
+            }
+        }
+    }
+    found
 }
 
 /// A pull secret by name, usable or with the reason the kubelet would ignore it.
@@ -141,7 +186,14 @@ fn collect(source_name: &str, document: Value, found: &mut Vec<Workload>) -> Res
                 workload: label.clone(),
                 message: error.to_string(),
             })?;
-            found.push(Workload { label, kind: workload_kind, containers: containers(&spec), spec });
+            found.push(Workload {
+                label,
+                kind: workload_kind,
+                containers: containers(&spec),
+                spec,
+                file: String::new(),
+                image_lines: Vec::new(),
+            });
             Ok(())
         }
         _ => Err(ManifestError::Parse {
@@ -198,6 +250,20 @@ items:
         assert!(matches!(secrets[1].1, Err(SecretProblem::WrongType { .. })));
         let broken = "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata: {.dockerconfigjson: '!!'}\n";
         assert!(pull_secrets("b.yaml", broken).is_err());
+    }
+
+    #[test]
+    fn image_lines_point_at_the_image_fields() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec:\n  template:\n    spec:\n      initContainers:\n        - name: init\n          image: busybox:1.36 # pinned\n      containers:\n        - name: app\n          image: \"r.example/app:v1\"\n        - image: busybox:1.36\n          name: side\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: 'r.example/app:v1'}]\n";
+        let found = workloads("d.yaml", text).unwrap();
+        assert_eq!(found[0].file, "d.yaml");
+        assert_eq!(
+            found[0].image_lines,
+            vec![("init".to_string(), 9), ("app".to_string(), 12), ("side".to_string(), 13)]
+        );
+        assert_eq!(found[1].image_lines, vec![("c".to_string(), 20)]);
+        let json = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"p\"},\n \"spec\":{\"containers\":[\n  {\"name\":\"a\",\"image\":\"nginx:1\"}]}}";
+        assert_eq!(workloads("p.json", json).unwrap()[0].image_lines, vec![("a".to_string(), 3)]);
     }
 
     #[test]

@@ -16,6 +16,17 @@ use crate::{
 pub enum Output {
     Text,
     Json,
+    /// GitHub Actions workflow commands: `::error file=...,line=...::message`.
+    Github,
+}
+
+/// One checked workload (or the `--image` list) and where its images are written.
+pub struct Labelled {
+    pub workload: Option<String>,
+    pub file: Option<String>,
+    /// Per container name, the line of its `image` field in `file`.
+    pub image_lines: Vec<(String, usize)>,
+    pub inspection: Inspection,
 }
 
 #[derive(Serialize)]
@@ -44,11 +55,12 @@ struct Report<'a> {
 }
 
 /// Writes the report to stdout; the exit status is 1 when any finding is an error.
-pub fn print(inspections: &[(Option<String>, Inspection)], output: Output) -> Result<i32, CliError> {
+pub fn print(inspections: &[Labelled], output: Output) -> Result<i32, CliError> {
     let mut findings: Vec<(Option<&str>, &Finding)> = Vec::new();
     let mut images: BTreeMap<&str, &ImageReport> = BTreeMap::new();
-    for (workload, inspection) in inspections {
-        findings.extend(inspection.findings.iter().map(|finding| (workload.as_deref(), finding)));
+    for labelled in inspections {
+        let inspection = &labelled.inspection;
+        findings.extend(inspection.findings.iter().map(|finding| (labelled.workload.as_deref(), finding)));
         for image in &inspection.images {
             images.entry(image.input.as_str()).or_insert(image);
         }
@@ -84,9 +96,53 @@ pub fn print(inspections: &[(Option<String>, Inspection)], output: Output) -> Re
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(stdout)),
         Output::Text => write_text(&mut stdout, &report),
+        Output::Github => write_github(&mut stdout, inspections, &report),
     };
     written.map_err(|source| CliError::Write { path: PathBuf::from("<stdout>"), source })?;
     Ok(exit)
+}
+
+/// Workflow-command escaping: `%`, CR and LF in messages, plus `:` and `,` in properties.
+fn escape_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn escape_property(text: &str) -> String {
+    escape_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
+fn write_github(out: &mut impl Write, inspections: &[Labelled], report: &Report<'_>) -> std::io::Result<()> {
+    for labelled in inspections {
+        for finding in &labelled.inspection.findings {
+            let level = match finding.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+                Severity::Info => "notice",
+            };
+            let mut properties = Vec::new();
+            if let Some(file) = &labelled.file {
+                properties.push(format!("file={}", escape_property(file)));
+                let line = labelled.image_lines.iter().find(|(name, _)| *name == finding.container);
+                if let Some((_, line)) = line {
+                    properties.push(format!("line={line}"));
+                }
+            }
+            let place = labelled.workload.as_deref().map(|w| format!(" {w}")).unwrap_or_default();
+            properties.push(format!(
+                "title={}",
+                escape_property(&format!("{}{place} {}", finding.code, finding.container))
+            ));
+            writeln!(out, "::{level} {}::{}", properties.join(","), escape_data(&finding.message))?;
+        }
+    }
+    writeln!(
+        out,
+        "{} error(s), {} warning(s), {} info(s) in {} image(s)",
+        report.summary.errors,
+        report.summary.warnings,
+        report.summary.infos,
+        report.images.len()
+    )
 }
 
 fn write_text(out: &mut impl Write, report: &Report<'_>) -> std::io::Result<()> {
