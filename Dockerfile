@@ -1,7 +1,8 @@
 # pullguard container image: a static binary on distroless, running as UID 65532.
 #
-#   docker build -t pullguard:dev .
-#   docker run --rm -p 8443:8443 -p 8080:8080 pullguard:dev        # serve, generated certificate
+#   docker build -t pullguard:0.1.0 .           # the tag deploy/base uses
+#   docker run --rm -p 8443:8443 -p 8080:8080 pullguard:0.1.0
+#       (`serve` without --tls-cert/--tls-key: a generated certificate for localhost)
 #
 # Why a static musl binary (and not glibc + distroless/cc):
 # - pullguard's TLS is rustls with ring: pure Rust plus a little C/asm that only needs a C
@@ -14,8 +15,9 @@
 #   falls back to TCP for large DNS answers and honours the pod's search domains.
 # - Mozilla's root certificates are compiled in (webpki-roots), so the image needs no CA bundle
 #   (distroless/static ships one anyway).
-# The build runs on the architecture it builds for: `uname -m` picks x86_64- or
-# aarch64-unknown-linux-musl, so `docker buildx build --platform linux/amd64,linux/arm64` works.
+# The build runs on the architecture it builds for: `uname -m` picks the Rust target
+# (x86_64-unknown-linux-musl on amd64, aarch64-unknown-linux-musl on arm64, e.g. with
+# `docker buildx build --platform linux/arm64`); these steps were run on amd64.
 
 FROM rust:1.95.0-slim-trixie AS build
 
@@ -36,8 +38,8 @@ RUN rustup target add "$(uname -m)-unknown-linux-musl"
 
 WORKDIR /src
 
-# Dependency layer: the manifests, the lock file and stub sources only. This layer (the
-# ~300 compiled dependencies) is rebuilt only when Cargo.toml or Cargo.lock change, not when
+# Dependency layer: the manifests, the lock file and stub sources only. This layer (every
+# compiled dependency) is rebuilt only when a Cargo.toml or Cargo.lock changes, not when
 # pullguard's own sources do. `tests` is a workspace member, so its manifest (and a stub
 # library) must exist for Cargo to load the workspace; pullguard does not depend on it.
 COPY Cargo.toml Cargo.lock ./
@@ -60,6 +62,9 @@ RUN find webhook/src -type f -exec touch {} + \
 
 # Runtime: no shell, no package manager; the `nonroot` variant's user is 65532:65532 and its
 # working directory /home/nonroot (where `serve` without --tls-cert writes pullguard-ca.pem).
+# Kubernetes probes /livez and /readyz (see deploy/); a Docker HEALTHCHECK would need a shell or
+# curl, which distroless does not have, and Kubernetes ignores it anyway.
+#checkov:skip=CKV_DOCKER_2:Kubernetes liveness and readiness probes on the admin port replace HEALTHCHECK
 FROM gcr.io/distroless/static-debian12:nonroot
 
 LABEL org.opencontainers.image.title="pullguard" \
@@ -69,7 +74,8 @@ LABEL org.opencontainers.image.title="pullguard" \
 COPY --from=build /out/pullguard /pullguard
 
 USER 65532:65532
-# 8443: HTTPS, POST /validate. 8080: plain HTTP, /livez and /readyz.
+WORKDIR /home/nonroot
+# 8443: HTTPS, POST /validate. 8080: plain HTTP, /livez, /readyz, /metrics.
 EXPOSE 8443 8080
 ENTRYPOINT ["/pullguard"]
 CMD ["serve"]

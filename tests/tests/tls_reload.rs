@@ -112,11 +112,11 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0usize, 0usize);
             let started = Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(20) {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(20)
+            {
                 let fresh = reqwest::Client::builder()
-                    .tls_certs_only(
-                        reqwest::Certificate::from_pem_bundle(both.as_bytes()).unwrap(),
-                    )
+                    .tls_certs_only(reqwest::Certificate::from_pem_bundle(both.as_bytes()).unwrap())
                     .pool_max_idle_per_host(0)
                     .no_proxy()
                     .build()
