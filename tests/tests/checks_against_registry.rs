@@ -221,8 +221,10 @@ async fn transport_faults() {
     let seeder = Seeder::new(&registry).expect("seeder");
     seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
 
-    // A plain-HTTP registry not declared insecure.
-    let undeclared = inspector(vec![], Keyring::default());
+    // A plain-HTTP registry not declared insecure (and not named at all, so private networks
+    // must be allowed for pullguard to contact it).
+    let undeclared =
+        inspector_with(Config { allow_private_networks: true, ..Config::default() }, Keyring::default());
     let inspection = inspect(&undeclared, &format!("{}/app:v1", registry.host())).await;
     assert_eq!(codes(&inspection), vec![Code::Pg502], "{:#?}", inspection.findings);
 
@@ -379,4 +381,57 @@ async fn bearer_token_registry() {
 
     let wrong = inspector(vec![settings], keyring(ROBOT_USER, "not-the-password-9x"));
     assert_eq!(codes(&inspect(&wrong, &format!("{host}/app:v1")).await), vec![Code::Pg205]);
+}
+
+#[tokio::test]
+async fn metadata_and_unnamed_private_addresses_are_never_contacted() {
+    let fake = FakeRegistry::start(Behaviour::Respond { status: 404, headers: vec![], body: "{}".into() })
+        .await
+        .unwrap();
+    let port = fake.host().rsplit_once(':').unwrap().1.to_string();
+    let unnamed = inspector_with(Config::default(), Keyring::default());
+    for image in [
+        "169.254.169.254/latest/meta-data:v1".to_string(),
+        "[fd00:ec2::254]/app:v1".to_string(),
+        "100.100.100.200/app:v1".to_string(),
+        format!("127.0.0.1:{port}/app:v1"),
+        format!("localhost:{port}/app:v1"),
+    ] {
+        let started = std::time::Instant::now();
+        let inspection = inspect(&unnamed, &image).await;
+        assert_eq!(codes(&inspection), vec![Code::Pg506], "{image}: {:#?}", inspection.findings);
+        assert!(started.elapsed() < Duration::from_secs(2), "{image}");
+    }
+    assert_eq!(fake.requests(), 0, "refused addresses are never connected to");
+
+    // Private networks allowed: the same loopback registry is contacted. Metadata stays refused.
+    let open = inspector_with(
+        Config {
+            allow_private_networks: true,
+            lookup_timeout: HumanDuration(Duration::from_millis(500)),
+            ..Config::default()
+        },
+        Keyring::default(),
+    );
+    // The fake speaks plain HTTP to a TLS hello: it is reached, and answers nothing usable.
+    let inspection = inspect(&open, &format!("localhost:{port}/app:v1")).await;
+    assert_eq!(codes(&inspection), vec![Code::Pg501], "{:#?}", inspection.findings);
+    assert_eq!(codes(&inspect(&open, "169.254.169.254/app:v1").await), vec![Code::Pg506]);
+
+    // A named registry whose token realm points at a metadata address: the realm is not fetched.
+    let realm = FakeRegistry::start(Behaviour::Respond {
+        status: 401,
+        headers: vec![(
+            "WWW-Authenticate".into(),
+            r#"Bearer realm="http://169.254.169.254/token",service="x""#.into(),
+        )],
+        body: "{}".into(),
+    })
+    .await
+    .unwrap();
+    let named = RegistryConfig { host: realm.host(), insecure: true, ..RegistryConfig::default() };
+    let checker = inspector(vec![named], Keyring::default());
+    let inspection = inspect(&checker, &format!("{}/app:v1", realm.host())).await;
+    assert_eq!(codes(&inspection), vec![Code::Pg506], "{:#?}", inspection.findings);
+    assert!(inspection.findings[0].message.contains("token realm"));
 }

@@ -256,6 +256,9 @@ pub struct Config {
     /// Pods created by a controller were checked at their template; checking them again costs
     /// registry calls on every scale-up for nothing.
     pub check_controller_pods: bool,
+    /// Registries not named under `registries` may resolve to loopback and private addresses.
+    /// Off by default: image references are chosen by anyone who can create a pod.
+    pub allow_private_networks: bool,
 }
 
 impl Default for Config {
@@ -282,6 +285,7 @@ impl Default for Config {
             .map(String::from)
             .collect(),
             check_controller_pods: false,
+            allow_private_networks: false,
         }
     }
 }

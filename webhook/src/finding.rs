@@ -83,6 +83,7 @@ codes! {
     Pg503 => "PG503", Error, "registry TLS certificate not trusted";
     Pg504 => "PG504", Warning, "registry error (5xx, invalid response)";
     Pg505 => "PG505", Warning, "registry rate limit (429)";
+    Pg506 => "PG506", Warning, "registry address refused (metadata, link-local, or private not allowed)";
     Pg601 => "PG601", Warning, "mutable tag: latest, or no tag";
     Pg602 => "PG602", Warning, "image larger than the configured limit";
     Pg603 => "PG603", Info, "empty or duplicate layers";

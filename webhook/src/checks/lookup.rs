@@ -117,6 +117,16 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
                 image.normalized()
             ),
         ),
+        LookupError::AddressRefused { reason } => subject.finding(
+            Code::Pg506,
+            format!("registry {registry} not contacted: address refused"),
+            format!(
+                "pullguard did not contact {registry}: {reason}. Image references are chosen by whoever \
+                 creates a pod, so pullguard never fetches link-local or cloud metadata addresses, and \
+                 loopback or private ones only for registries listed under `registries` (or with \
+                 `allowPrivateNetworks: true`). The image was not verified."
+            ),
+        ),
         LookupError::UnsupportedMediaType { media_type } => subject.finding(
             Code::Pg403,
             format!("{} is not a container image ({media_type})", image.normalized()),
@@ -176,6 +186,7 @@ mod tests {
             (private, LookupError::RateLimited { retry_after: Some(Duration::from_secs(5)) }, Code::Pg505),
             (private, LookupError::InvalidManifest { reason: "x".into() }, Code::Pg504),
             (private, LookupError::UnsupportedMediaType { media_type: "x".into() }, Code::Pg403),
+            (private, LookupError::AddressRefused { reason: "x".into() }, Code::Pg506),
         ];
         for (image, error, code) in cases {
             assert_eq!(code_for(image, error.clone()), code, "{error:?}");

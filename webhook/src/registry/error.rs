@@ -36,6 +36,8 @@ pub enum LookupError {
     InvalidManifest { reason: String },
     #[error("media type {media_type} is not a container image manifest")]
     UnsupportedMediaType { media_type: String },
+    #[error("{reason}")]
+    AddressRefused { reason: String },
 }
 
 impl LookupError {
@@ -52,6 +54,7 @@ impl LookupError {
                 | LookupError::Denied
                 | LookupError::InvalidManifest { .. }
                 | LookupError::UnsupportedMediaType { .. }
+                | LookupError::AddressRefused { .. }
         )
     }
 
@@ -72,6 +75,7 @@ impl LookupError {
             LookupError::RateLimited { .. } => "rate_limited",
             LookupError::InvalidManifest { .. } => "invalid_manifest",
             LookupError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            LookupError::AddressRefused { .. } => "address_refused",
         }
     }
 }

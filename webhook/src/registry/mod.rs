@@ -12,6 +12,7 @@
 //! - concurrent lookups of one key share one request (moka `try_get_with`);
 //! - cache keys carry the credential identity, so one tenant's answer never serves another.
 
+pub mod address;
 pub mod error;
 pub mod manifest;
 pub mod transport;

@@ -17,7 +17,11 @@ use std::{
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 
-use super::{error::LookupError, manifest::ACCEPT};
+use super::{
+    address::{AddressPolicy, AddressRefused, GuardedResolver},
+    error::LookupError,
+    manifest::ACCEPT,
+};
 use crate::{
     config::{Config, RegistryConfig},
     credentials::Credential,
@@ -118,6 +122,7 @@ pub struct Transport {
     max_body: u64,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
+    addresses: Arc<AddressPolicy>,
 }
 
 const USER_AGENT: &str = concat!("pullguard/", env!("CARGO_PKG_VERSION"));
@@ -129,13 +134,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 impl Transport {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Transport, TransportBuildError> {
         let timeout = config.lookup_timeout.0;
-        let default_client = build_client(None, timeout)?;
+        let addresses = Arc::new(AddressPolicy::from_config(config));
+        let default_client = build_client(None, timeout, &addresses)?;
         let mut clients_by_ca = HashMap::new();
         for registry in &config.registries {
             if let Some(path) = &registry.ca_file
                 && !clients_by_ca.contains_key(path)
             {
-                clients_by_ca.insert(path.clone(), build_client(Some(path), timeout)?);
+                clients_by_ca.insert(path.clone(), build_client(Some(path), timeout, &addresses)?);
             }
         }
         Ok(Transport {
@@ -152,6 +158,7 @@ impl Transport {
             max_body: config.max_manifest_size.0,
             request_timeout: timeout,
             metrics,
+            addresses,
         })
     }
 
@@ -258,6 +265,9 @@ impl Transport {
         accept: Option<&str>,
     ) -> Result<reqwest::Response, LookupError> {
         self.check_backoff(endpoint.api_host)?;
+        self.addresses
+            .check_literal(endpoint.api_host)
+            .map_err(|refused| LookupError::AddressRefused { reason: refused.to_string() })?;
         let url = format!("{}{}", self.base_url(endpoint), path);
         let known = self.challenges.lock().ok().and_then(|map| map.get(endpoint.api_host).cloned());
         let authorization = match &known {
@@ -375,6 +385,15 @@ impl Transport {
                 status: None,
                 reason: "token realm is not HTTP(S)".into(),
             });
+        }
+        if let Some(host) = realm_url.host_str() {
+            let authority = match realm_url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            };
+            self.addresses.check_literal(&authority).map_err(|refused| LookupError::AddressRefused {
+                reason: format!("token realm: {refused}"),
+            })?;
         }
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
         if let Some(service) = service {
@@ -511,6 +530,9 @@ impl Transport {
             return LookupError::Unreachable {
                 reason: format!("timed out after {:?}", self.request_timeout),
             };
+        }
+        if let Some(refused) = find_in_chain::<AddressRefused>(&error) {
+            return LookupError::AddressRefused { reason: refused.to_string() };
         }
         let text = describe(&error);
         let tls = find_tls_error(&error);
@@ -682,6 +704,26 @@ fn parse_next_link(value: &str) -> Option<String> {
     (value[end..].contains("rel=\"next\"") && target.starts_with("/v2/")).then(|| target.to_string())
 }
 
+/// The first error of type `E` in a source chain, looking inside `io::Error`s too.
+fn find_in_chain<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = inner.downcast_ref::<E>()
+        {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
+}
+
 fn find_tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = current {
@@ -720,6 +762,7 @@ fn describe(error: &reqwest::Error) -> String {
 fn build_client(
     ca_file: Option<&PathBuf>,
     timeout: Duration,
+    addresses: &Arc<AddressPolicy>,
 ) -> Result<reqwest::Client, TransportBuildError> {
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = ca_file {
@@ -748,6 +791,7 @@ fn build_client(
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .redirect(reqwest::redirect::Policy::limited(5))
+        .dns_resolver(Arc::new(GuardedResolver::new(addresses.clone())))
         .build()?)
 }
 
