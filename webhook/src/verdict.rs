@@ -22,6 +22,10 @@ pub struct Verdict {
 
 /// kubectl prints every warning on its own line; past a screenful they stop being read.
 const MAX_WARNINGS: usize = 20;
+/// Audit annotations travel in every audit event of the request: keep them bounded.
+const MAX_AUDIT_FINDINGS: usize = 100;
+/// The deny message lists this many containers; the rest are counted (and in the audit log).
+const MAX_DENY_LINES: usize = 20;
 
 #[derive(Serialize)]
 struct AuditFinding<'a> {
@@ -57,8 +61,15 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
     audit_annotations.insert("mode".to_string(), mode.to_string());
     audit_annotations.insert("verdict".to_string(), verdict_label.to_string());
     if !findings.is_empty() {
+        if findings.len() > MAX_AUDIT_FINDINGS {
+            audit_annotations.insert(
+                "findings-truncated".to_string(),
+                format!("{} of {}", MAX_AUDIT_FINDINGS, findings.len()),
+            );
+        }
         let entries: Vec<AuditFinding<'_>> = findings
             .iter()
+            .take(MAX_AUDIT_FINDINGS)
             .map(|f| AuditFinding {
                 code: f.code.as_str(),
                 severity: f.severity,
@@ -90,10 +101,14 @@ fn deny_message(errors: &[&Finding]) -> String {
     }
     let mut message =
         format!("pullguard: {} container(s) would fail to pull their image:", by_container.len());
-    for (container, findings) in by_container {
+    let total = by_container.len();
+    for (container, findings) in by_container.into_iter().take(MAX_DENY_LINES) {
         let image = findings.first().map(|f| f.image.as_str()).unwrap_or_default();
         let causes: Vec<String> = findings.iter().map(|f| format!("{} {}", f.code, f.message)).collect();
         message.push_str(&format!("\n- container {container:?} (image {image}): {}", causes.join(" | ")));
+    }
+    if total > MAX_DENY_LINES {
+        message.push_str(&format!("\n- and {} more container(s)", total - MAX_DENY_LINES));
     }
     message
 }
@@ -152,6 +167,15 @@ mod tests {
     }
 
     #[test]
+    fn deny_messages_are_capped() {
+        let findings: Vec<Finding> =
+            (0..500).map(|i| finding(Code::Pg100, Severity::Error, &format!("c{i}"))).collect();
+        let message = decide(Mode::Enforce, &findings).message.unwrap();
+        assert_eq!(message.lines().count(), MAX_DENY_LINES + 2, "{message}");
+        assert!(message.contains("480 more"));
+    }
+
+    #[test]
     fn warnings_are_capped() {
         let findings: Vec<Finding> =
             (0..30).map(|i| finding(Code::Pg601, Severity::Warning, &format!("c{i}"))).collect();
@@ -159,5 +183,9 @@ mod tests {
         assert_eq!(verdict.warnings.len(), MAX_WARNINGS + 1);
         let audit: serde_json::Value = serde_json::from_str(&verdict.audit_annotations["findings"]).unwrap();
         assert_eq!(audit.as_array().unwrap().len(), 30);
+        let many: Vec<Finding> =
+            (0..300).map(|i| finding(Code::Pg601, Severity::Warning, &format!("c{i}"))).collect();
+        let verdict = decide(Mode::Audit, &many);
+        assert_eq!(verdict.audit_annotations["findings-truncated"], "100 of 300");
     }
 }

@@ -41,6 +41,8 @@ pub enum ReviewError {
     Decode(#[source] serde_json::Error),
     #[error("unsupported AdmissionReview apiVersion {0:?}: only admission.k8s.io/v1 is served")]
     ApiVersion(String),
+    #[error("body has kind {0:?}, not AdmissionReview")]
+    Kind(String),
     #[error("AdmissionReview has no request")]
     NoRequest,
     #[error("AdmissionReview request has no uid")]
@@ -96,6 +98,9 @@ impl Admission {
             serde_json::from_slice(body).map_err(ReviewError::Decode)?;
         if review.types.api_version != "admission.k8s.io/v1" {
             return Err(ReviewError::ApiVersion(review.types.api_version));
+        }
+        if review.types.kind != "AdmissionReview" {
+            return Err(ReviewError::Kind(review.types.kind));
         }
         let request: AdmissionRequest<DynamicObject> =
             review.try_into().map_err(|_| ReviewError::NoRequest)?;

@@ -35,6 +35,9 @@ use crate::{
 /// The API server caps request bodies near 3 MiB; anything larger is not a review it sent.
 pub const MAX_BODY_BYTES: usize = 3 << 20;
 
+/// The API server sends its headers at once; anything slower is not the API server.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
@@ -170,9 +173,11 @@ pub fn start(
     let rustls = RustlsConfig::from_config(Arc::new(tls::server_config(certs.clone())?));
     let handle = Handle::new();
     let admin_handle = Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, rustls)
+    let mut server = axum_server::from_tcp_rustls(listener, rustls)
         .map_err(|source| ServerError::Bind { addr, source })?
         .handle(handle.clone());
+    // A client that trickles its headers (slowloris) is cut off instead of holding a connection.
+    server.http_builder().http1().header_read_timeout(HEADER_READ_TIMEOUT);
     let admin_server = axum_server::from_tcp(admin_listener)
         .map_err(|source| ServerError::Bind { addr: admin_addr, source })?
         .handle(admin_handle.clone());
