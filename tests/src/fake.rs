@@ -24,6 +24,10 @@ pub enum Behaviour {
     Respond { status: u16, headers: Vec<(String, String)>, body: String },
     /// Accept the connection, read the request, never answer (bounded by `limit`).
     Stall { limit: Duration },
+    /// Send headers promising `declared` bytes, then part of the body, then go silent.
+    StallMidBody { declared: usize, limit: Duration },
+    /// Redirect every request to itself.
+    RedirectLoop,
 }
 
 pub struct FakeRegistry {
@@ -58,6 +62,22 @@ impl FakeRegistry {
                     counter.fetch_add(1, Ordering::SeqCst);
                     match behaviour {
                         Behaviour::Stall { limit } => tokio::time::sleep(limit).await,
+                        Behaviour::StallMidBody { declared, limit } => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {declared}\r\n\r\n{{\"schemaVersion\":2,"
+                            );
+                            let _ = stream.write_all(head.as_bytes()).await;
+                            tokio::time::sleep(limit).await;
+                        }
+                        Behaviour::RedirectLoop => {
+                            let request = String::from_utf8_lossy(&buffer[..read]).to_string();
+                            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                            let response = format!(
+                                "HTTP/1.1 302 Found\r\nLocation: {path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            );
+                            let _ = stream.write_all(response.as_bytes()).await;
+                            let _ = stream.shutdown().await;
+                        }
                         Behaviour::Respond { status, headers, body } => {
                             let mut response = format!(
                                 "HTTP/1.1 {status} Fake\r\nContent-Length: {}\r\nConnection: close\r\n",

@@ -435,3 +435,93 @@ async fn metadata_and_unnamed_private_addresses_are_never_contacted() {
     assert_eq!(codes(&inspection), vec![Code::Pg506], "{:#?}", inspection.findings);
     assert!(inspection.findings[0].message.contains("token realm"));
 }
+
+#[tokio::test]
+async fn registries_that_lie_or_stall_give_findings_within_the_deadline() {
+    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+    let respond = |status: u16, headers: Vec<(&str, &str)>, body: String| Behaviour::Respond {
+        status,
+        headers: headers.into_iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        body,
+    };
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let zero_digest = format!("sha256:{}", "0".repeat(64));
+    let cases: Vec<(&str, Behaviour, Code)> = vec![
+        (
+            "manifest over the size limit",
+            respond(200, vec![("Content-Type", oci)], "x".repeat(5 << 20)),
+            Code::Pg504,
+        ),
+        (
+            "HTML instead of a manifest",
+            respond(200, vec![("Content-Type", "text/html")], "<html>hi</html>".into()),
+            Code::Pg504,
+        ),
+        (
+            "digest header does not match the body",
+            respond(
+                200,
+                vec![("Content-Type", oci), ("Docker-Content-Digest", &zero_digest)],
+                manifest.into(),
+            ),
+            Code::Pg504,
+        ),
+        (
+            "invalid JSON",
+            respond(200, vec![("Content-Type", oci)], "{\"schemaVersion\":".into()),
+            Code::Pg504,
+        ),
+        (
+            "unknown media type",
+            respond(200, vec![("Content-Type", "application/vnd.example+json")], "{}".into()),
+            Code::Pg403,
+        ),
+        ("503 with Retry-After", respond(503, vec![("Retry-After", "1")], String::new()), Code::Pg504),
+        ("redirect loop", Behaviour::RedirectLoop, Code::Pg504),
+        (
+            "stall mid-body",
+            Behaviour::StallMidBody { declared: 4096, limit: Duration::from_secs(20) },
+            Code::Pg501,
+        ),
+        ("stall before answering", Behaviour::Stall { limit: Duration::from_secs(20) }, Code::Pg501),
+    ];
+    for (name, behaviour, expected) in cases {
+        let fake = FakeRegistry::start(behaviour).await.unwrap();
+        let config = Config {
+            registries: vec![RegistryConfig {
+                host: fake.host(),
+                insecure: true,
+                ..RegistryConfig::default()
+            }],
+            deadline: HumanDuration(Duration::from_secs(2)),
+            lookup_timeout: HumanDuration(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let checker = inspector_with(config, Keyring::default());
+        let started = std::time::Instant::now();
+        let inspection = inspect(&checker, &format!("{}/app:v1", fake.host())).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "{name}: took {:?}", started.elapsed());
+        assert_eq!(codes(&inspection), vec![expected], "{name}: {:#?}", inspection.findings);
+    }
+
+    // A token endpoint that never answers is cut off like any registry request.
+    let stalled_realm =
+        FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
+    let challenge = format!(r#"Bearer realm="http://{}/token",service="x""#, stalled_realm.host());
+    let registry =
+        FakeRegistry::start(respond(401, vec![("WWW-Authenticate", &challenge)], "{}".into())).await.unwrap();
+    let config = Config {
+        registries: vec![
+            RegistryConfig { host: registry.host(), insecure: true, ..RegistryConfig::default() },
+            RegistryConfig { host: stalled_realm.host(), insecure: true, ..RegistryConfig::default() },
+        ],
+        deadline: HumanDuration(Duration::from_secs(2)),
+        lookup_timeout: HumanDuration(Duration::from_secs(1)),
+        ..Config::default()
+    };
+    let checker = inspector_with(config, Keyring::default());
+    let started = std::time::Instant::now();
+    let inspection = inspect(&checker, &format!("{}/app:v1", registry.host())).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "token stall took {:?}", started.elapsed());
+    assert_eq!(codes(&inspection), vec![Code::Pg501], "{:#?}", inspection.findings);
+}

@@ -161,6 +161,10 @@ pub fn media_type_of(content_type: Option<&str>, body: &[u8]) -> Result<String, 
         .map(|value| value.split(';').next().unwrap_or(value).trim().to_ascii_lowercase())
         .filter(|value| !value.is_empty() && value != "application/json" && value != "text/plain");
     if let Some(header) = header {
+        // A login page or proxy error in place of a manifest is the registry failing, not an artifact.
+        if !header.starts_with("application/") || !(header.contains("json") || header.contains("vnd.")) {
+            return Err(invalid(format!("the registry answered {header}, not a manifest")));
+        }
         return Ok(header);
     }
     let sniff: Sniff = serde_json::from_slice(body).map_err(|error| invalid(format!("not JSON: {error}")))?;
@@ -330,6 +334,11 @@ mod tests {
         assert_eq!(media_type_of(None, br#"{"schemaVersion":2,"config":{}}"#).unwrap(), OCI_MANIFEST);
         assert!(media_type_of(None, b"<html>").is_err());
         assert!(media_type_of(None, b"{}").is_err());
+        assert!(media_type_of(Some("text/html; charset=utf-8"), b"<html>").is_err());
+        assert_eq!(
+            media_type_of(Some("application/vnd.cncf.helm.chart.v1+json"), b"{}").unwrap(),
+            "application/vnd.cncf.helm.chart.v1+json"
+        );
     }
 
     #[test]

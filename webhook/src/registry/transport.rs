@@ -534,6 +534,9 @@ impl Transport {
         if let Some(refused) = find_in_chain::<AddressRefused>(&error) {
             return LookupError::AddressRefused { reason: refused.to_string() };
         }
+        if error.is_redirect() {
+            return LookupError::RegistryFailure { status: None, reason: "too many redirects".into() };
+        }
         let text = describe(&error);
         let tls = find_tls_error(&error);
         // Some layers box the rustls error so that it cannot be downcast; its text is stable.
