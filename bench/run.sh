@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The benchmark behind "pullguard never slows a rollout": installs what it needs when it is
+# missing (h2load, skopeo, Debian's docker-registry), builds in release mode, runs every
+# measurement on loopback (bounded, self-stopping) and prints one markdown table on stdout.
+# Progress goes to stderr. Extra arguments go to `pullguard-bench run` (see --help there).
+# Set PULLGUARD_BENCH_OUT=FILE to keep a copy of the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "bench/run.sh: installing ${need_apt[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  # The registry package's own service would take :5000; the benchmark starts its registries itself.
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# One cargo invocation, so the dependencies shared by both binaries compile once.
+cargo build --release --locked -p pullguard -p pullguard-bench
+
+args=(run --pullguard target/release/pullguard)
+[ -n "${PULLGUARD_BENCH_OUT:-}" ] && args+=(--output "$PULLGUARD_BENCH_OUT")
+
+# A hard stop on top of the run's own budget: timeout signals the whole process group, so the
+# servers, registries, h2load and skopeo it started end with it.
+exec timeout --kill-after=10s 540s target/release/pullguard-bench "${args[@]}" "$@"
