@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use pullguard::{
     admission::{
         Admission,
+        review::RawObject,
         workload::{WorkloadKind, changed_containers, containers},
     },
     reference::ImageRef,
@@ -15,12 +16,14 @@ use pullguard::{
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = Admission::decode(data) else { return };
     let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else { return };
-    let images = |object: Option<&serde_json::Value>| {
-        let spec = kind.pod_spec(object?).ok()?;
+    let images = |object: Option<RawObject<'_>>| {
+        let object = object?;
+        let _ = object.metadata();
+        let spec = kind.pod_spec_json(object).ok()?;
         Some(containers(&spec))
     };
-    let new = images(request.object.as_ref().map(|object| &object.data)).unwrap_or_default();
-    let old = images(request.old_object.as_ref().map(|object| &object.data)).unwrap_or_default();
+    let new = images(request.object).unwrap_or_default();
+    let old = images(request.old_object).unwrap_or_default();
     for container in changed_containers(new, &old) {
         // Whatever the object carries reaches the reference parser next.
         let _ = ImageRef::parse(&container.image);

@@ -232,8 +232,9 @@ fn walk_review(body: &[u8]) -> Result<usize, String> {
     let kind = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind)
         .ok_or_else(|| "not a workload kind".to_string())?;
     let mut found = Vec::new();
-    for object in [&request.object, &request.old_object].into_iter().flatten() {
-        let spec = kind.pod_spec(&object.data).map_err(|e| e.to_string())?;
+    for object in [request.object, request.old_object].into_iter().flatten() {
+        object.metadata().map_err(|e| e.to_string())?;
+        let spec = kind.pod_spec_json(object).map_err(|e| e.to_string())?;
         found.push(containers(&spec));
     }
     let count = found.first().map_or(0, Vec::len);

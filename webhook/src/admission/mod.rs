@@ -2,17 +2,16 @@
 //! to check, run the core, and build the response from `AdmissionResponse::from(&request)` so
 //! the uid is always the request's.
 
+pub mod review;
 pub mod workload;
 
 use std::sync::Arc;
 
-use kube::core::{
-    DynamicObject, Status,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
-};
+use kube::core::{Status, admission::Operation};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+pub use self::review::{ReviewAnswer, ReviewError, ReviewRequest};
 use self::workload::{WorkloadKind, changed_containers, containers};
 use k8s_openapi::api::core::v1::PodSpec;
 
@@ -34,20 +33,6 @@ const SECRET_READ_BUDGET: std::time::Duration = std::time::Duration::from_secs(2
 
 /// Object annotation that may relax (never tighten) the mode for one workload.
 pub const MODE_ANNOTATION: &str = "pullguard.io/mode";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    #[error("body is not an AdmissionReview: {0}")]
-    Decode(#[source] serde_json::Error),
-    #[error("unsupported AdmissionReview apiVersion {0:?}: only admission.k8s.io/v1 is served")]
-    ApiVersion(String),
-    #[error("body has kind {0:?}, not AdmissionReview")]
-    Kind(String),
-    #[error("AdmissionReview has no request")]
-    NoRequest,
-    #[error("AdmissionReview request has no uid")]
-    NoUid,
-}
 
 /// Why a request was allowed without any check; recorded in the audit annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,54 +78,37 @@ impl Admission {
         Admission { inspector, cluster }
     }
 
-    pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
-        let review: AdmissionReview<DynamicObject> =
-            serde_json::from_slice(body).map_err(ReviewError::Decode)?;
-        if review.types.api_version != "admission.k8s.io/v1" {
-            return Err(ReviewError::ApiVersion(review.types.api_version));
-        }
-        if review.types.kind != "AdmissionReview" {
-            return Err(ReviewError::Kind(review.types.kind));
-        }
-        let request: AdmissionRequest<DynamicObject> =
-            review.try_into().map_err(|_| ReviewError::NoRequest)?;
-        if request.uid.is_empty() {
-            return Err(ReviewError::NoUid);
-        }
-        Ok(request)
+    pub fn decode(body: &[u8]) -> Result<ReviewRequest<'_>, ReviewError> {
+        ReviewRequest::decode(body)
     }
 
     /// Answers one review. Never fails: every problem past decoding becomes an allowed response
     /// with a message, by the fail-open rule.
-    pub async fn review(
-        &self,
-        request: &AdmissionRequest<DynamicObject>,
-    ) -> (AdmissionReview<DynamicObject>, Outcome) {
+    pub async fn review(&self, request: &ReviewRequest<'_>) -> (ReviewAnswer, Outcome) {
         let outcome = self.evaluate(request).await;
-        let mut response = AdmissionResponse::from(request);
+        let mut answer = ReviewAnswer::allow(&request.uid);
+        let response = &mut answer.response;
         match &outcome {
             Outcome::Skipped(skip) => {
                 response.audit_annotations.insert("skipped".into(), skip.label().into());
             }
             Outcome::Unreadable(reason) => {
-                response.warnings = Some(vec![format!("pullguard could not check this object: {reason}")]);
+                response.warnings.push(format!("pullguard could not check this object: {reason}"));
                 response.audit_annotations.insert("error".into(), reason.clone());
             }
             Outcome::Checked { verdict, .. } => {
                 response.allowed = verdict.allowed;
                 if let Some(message) = &verdict.message {
-                    response.result = Status::failure(message, "Forbidden").with_code(403);
+                    response.status = Some(Status::failure(message, "Forbidden").with_code(403));
                 }
-                if !verdict.warnings.is_empty() {
-                    response.warnings = Some(verdict.warnings.clone());
-                }
-                response.audit_annotations.extend(verdict.audit_annotations.clone());
+                response.warnings.clone_from(&verdict.warnings);
+                response.audit_annotations.clone_from(&verdict.audit_annotations);
             }
         }
-        (response.into_review(), outcome)
+        (answer, outcome)
     }
 
-    async fn evaluate(&self, request: &AdmissionRequest<DynamicObject>) -> Outcome {
+    async fn evaluate(&self, request: &ReviewRequest<'_>) -> Outcome {
         let config = self.inspector.config();
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             return Outcome::Skipped(Skip::Operation);
@@ -155,22 +123,24 @@ impl Admission {
         if request.namespace.as_deref().is_some_and(|namespace| config.is_exempt_namespace(namespace)) {
             return Outcome::Skipped(Skip::ExemptNamespace);
         }
-        let Some(object) = &request.object else {
+        let Some(object) = request.object else {
             return Outcome::Skipped(Skip::NoObject);
         };
-        let controller_owned =
-            object.metadata.owner_references.iter().flatten().any(|owner| owner.controller == Some(true));
-        if kind == WorkloadKind::Pod && controller_owned && !config.check_controller_pods {
+        let metadata = match object.metadata() {
+            Ok(metadata) => metadata,
+            Err(error) => return Outcome::Unreadable(format!("metadata is malformed: {error}")),
+        };
+        if kind == WorkloadKind::Pod && metadata.controller_owned && !config.check_controller_pods {
             return Outcome::Skipped(Skip::ControllerOwned);
         }
-        let spec = match kind.pod_spec(&object.data) {
+        let spec = match kind.pod_spec_json(object) {
             Ok(spec) => spec,
             Err(error) => return Outcome::Unreadable(error.to_string()),
         };
         let mut wanted = containers(&spec);
         if request.operation == Operation::Update
-            && let Some(old) = &request.old_object
-            && let Ok(old_spec) = kind.pod_spec(&old.data)
+            && let Some(old) = request.old_object
+            && let Ok(old_spec) = kind.pod_spec_json(old)
         {
             wanted = changed_containers(wanted, &containers(&old_spec));
         }
@@ -181,7 +151,7 @@ impl Admission {
             .namespace
             .as_deref()
             .and_then(|namespace| self.cluster.as_ref()?.namespace_modes.mode_of(namespace));
-        let mode = effective_mode(namespace_mode.unwrap_or(config.mode), object);
+        let mode = effective_mode(namespace_mode.unwrap_or(config.mode), metadata.mode_annotation.as_deref());
         let deadline = Instant::now() + config.deadline.0;
         let targets = self.node_targets(kind, &spec);
         let namespace = request.namespace.as_deref().unwrap_or("default");
@@ -238,9 +208,7 @@ impl Admission {
 
 /// The object's annotation may only relax the mode (the namespace's, else the configured one);
 /// an unknown value is ignored.
-fn effective_mode(configured: Mode, object: &DynamicObject) -> Mode {
-    let requested =
-        object.metadata.annotations.as_ref().and_then(|annotations| annotations.get(MODE_ANNOTATION));
+fn effective_mode(configured: Mode, requested: Option<&str>) -> Mode {
     match requested.map(|value| value.parse::<Mode>()) {
         Some(Ok(mode)) => configured.min(mode),
         Some(Err(error)) => {
@@ -254,7 +222,7 @@ fn effective_mode(configured: Mode, object: &DynamicObject) -> Mode {
 /// Counts the admission, its latency and its findings.
 pub fn record_outcome(
     metrics: &Metrics,
-    request: &AdmissionRequest<DynamicObject>,
+    request: &ReviewRequest<'_>,
     outcome: &Outcome,
     elapsed: std::time::Duration,
 ) {
@@ -282,7 +250,7 @@ pub fn record_outcome(
 }
 
 /// One log line per admission, with the identifiers an operator greps for.
-pub fn log_outcome(request: &AdmissionRequest<DynamicObject>, outcome: &Outcome, elapsed_ms: u128) {
+pub fn log_outcome(request: &ReviewRequest<'_>, outcome: &Outcome, elapsed_ms: u128) {
     let namespace = request.namespace.as_deref().unwrap_or("");
     let (verdict, codes) = match outcome {
         Outcome::Skipped(skip) => (skip.label().to_string(), String::new()),

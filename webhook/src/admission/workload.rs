@@ -1,9 +1,15 @@
 //! Workload kinds -> the pod spec inside them. Only the pod spec is deserialized (into
-//! k8s-openapi's `PodSpec`); the rest of the object stays untyped.
+//! k8s-openapi's `PodSpec`): the parser walks the kind's path and skips every other field
+//! unbuilt, from raw JSON (admission) or from an already parsed document (`check -f`, `audit`).
 
 use k8s_openapi::api::core::v1::PodSpec;
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor},
+};
 use serde_json::Value;
 
+use super::review::{KeyIs, RawObject};
 use crate::inspect::{ContainerImage, ContainerKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,25 +73,88 @@ impl WorkloadKind {
         }
     }
 
-    fn spec_path(self) -> &'static str {
+    /// Where the pod spec lives, as a JSON pointer (for messages) and as its keys.
+    fn spec_path(self) -> (&'static str, &'static [&'static str]) {
         match self {
-            WorkloadKind::Pod => "/spec",
-            WorkloadKind::CronJob => "/spec/jobTemplate/spec/template/spec",
-            _ => "/spec/template/spec",
+            WorkloadKind::Pod => ("/spec", &["spec"]),
+            WorkloadKind::CronJob => {
+                ("/spec/jobTemplate/spec/template/spec", &["spec", "jobTemplate", "spec", "template", "spec"])
+            }
+            _ => ("/spec/template/spec", &["spec", "template", "spec"]),
         }
     }
 
-    /// The pod spec of an object of this kind (the whole object, as JSON).
+    /// The pod spec of an object of this kind (the whole object, as parsed JSON or YAML).
     pub fn pod_spec(self, object: &Value) -> Result<PodSpec, WorkloadError> {
-        let path = self.spec_path();
-        let spec = object
-            .pointer(path)
-            .ok_or_else(|| WorkloadError::MissingSpec { kind: self.name().to_string(), path })?;
-        <PodSpec as serde::Deserialize>::deserialize(spec).map_err(|source| WorkloadError::Malformed {
-            kind: self.name().to_string(),
-            path,
-            source,
+        self.extract(|keys| SpecAt(keys).deserialize(object))
+    }
+
+    /// The pod spec of an object of this kind, parsed straight from its JSON text.
+    pub fn pod_spec_json(self, object: RawObject<'_>) -> Result<PodSpec, WorkloadError> {
+        self.extract(|keys| {
+            let mut parser = serde_json::Deserializer::from_str(object.json());
+            let spec = SpecAt(keys).deserialize(&mut parser)?;
+            parser.end()?;
+            Ok(spec)
         })
+    }
+
+    fn extract(
+        self,
+        parse: impl FnOnce(&'static [&'static str]) -> Result<Option<PodSpec>, serde_json::Error>,
+    ) -> Result<PodSpec, WorkloadError> {
+        let (path, keys) = self.spec_path();
+        let kind = || self.name().to_string();
+        match parse(keys) {
+            Ok(Some(spec)) => Ok(spec),
+            Ok(None) => Err(WorkloadError::MissingSpec { kind: kind(), path }),
+            Err(source) => Err(WorkloadError::Malformed { kind: kind(), path, source }),
+        }
+    }
+}
+
+/// Follows `keys` through nested maps and deserializes the `PodSpec` at their end; `None` when a
+/// key is absent or null on the way. Sibling fields are skipped, never built.
+struct SpecAt(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for SpecAt {
+    type Value = Option<PodSpec>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<PodSpec>, D::Error> {
+        match self.0.split_first() {
+            None => Option::<PodSpec>::deserialize(deserializer),
+            Some((key, rest)) => deserializer.deserialize_any(Walk { key, rest }),
+        }
+    }
+}
+
+struct Walk {
+    key: &'static str,
+    rest: &'static [&'static str],
+}
+
+impl<'de> Visitor<'de> for Walk {
+    type Value = Option<PodSpec>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(formatter, "an object with {:?}", self.key)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is_key) = map.next_key_seed(KeyIs(self.key))? {
+            if is_key {
+                // A repeated key wins last, as it does in a parsed JSON document.
+                found = map.next_value_seed(SpecAt(self.rest))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
     }
 }
 

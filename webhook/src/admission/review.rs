@@ -1,0 +1,290 @@
+//! The AdmissionReview wire format, read lean. The API server sends the whole object (and on
+//! UPDATE the old one too), managedFields and last-applied annotations included; building all of
+//! that into a JSON tree and then into typed objects was half the CPU of a warm admission. Here
+//! the envelope keeps `object` and `oldObject` as unparsed slices of the body, and only the parts
+//! pullguard reads (the pod spec at the kind's path, controller ownership, the mode annotation)
+//! are ever built; the parser skips everything else without allocating.
+
+use std::collections::BTreeMap;
+
+use kube::core::{GroupVersionKind, Status, admission::Operation};
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{self, IgnoredAny, MapAccess, Visitor},
+};
+use serde_json::value::RawValue;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not an AdmissionReview: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("unsupported AdmissionReview apiVersion {0:?}: only admission.k8s.io/v1 is served")]
+    ApiVersion(String),
+    #[error("body has kind {0:?}, not AdmissionReview")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has no uid")]
+    NoUid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow)]
+    request: Option<ReviewRequest<'a>>,
+}
+
+/// The fields of `request` pullguard uses; the objects stay raw JSON borrowed from the body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewRequest<'a> {
+    #[serde(default)]
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default, borrow)]
+    pub object: Option<RawObject<'a>>,
+    #[serde(default, borrow)]
+    pub old_object: Option<RawObject<'a>>,
+}
+
+impl<'a> ReviewRequest<'a> {
+    pub fn decode(body: &'a [u8]) -> Result<ReviewRequest<'a>, ReviewError> {
+        let envelope: Envelope<'a> = serde_json::from_slice(body).map_err(ReviewError::Decode)?;
+        if envelope.api_version != API_VERSION {
+            return Err(ReviewError::ApiVersion(envelope.api_version));
+        }
+        if envelope.kind != KIND {
+            return Err(ReviewError::Kind(envelope.kind));
+        }
+        let request = envelope.request.ok_or(ReviewError::NoRequest)?;
+        if request.uid.is_empty() {
+            return Err(ReviewError::NoUid);
+        }
+        Ok(request)
+    }
+}
+
+/// A JSON object, unparsed. Anything but an object in `object`/`oldObject` is a malformed review.
+#[derive(Debug, Clone, Copy)]
+pub struct RawObject<'a>(&'a RawValue);
+
+impl<'a> RawObject<'a> {
+    pub fn json(&self) -> &'a str {
+        self.0.get()
+    }
+
+    /// Controller ownership and the mode annotation; the rest of the metadata is skipped.
+    pub fn metadata(&self) -> Result<ObjectMetadata, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Object {
+            #[serde(default)]
+            metadata: ObjectMetadata,
+        }
+        serde_json::from_str::<Object>(self.json()).map(|object| object.metadata)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'a RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('{') {
+            return Err(de::Error::invalid_type(de::Unexpected::Other(raw.get()), &"a JSON object"));
+        }
+        Ok(RawObject(raw))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMetadata {
+    #[serde(default, rename = "ownerReferences", deserialize_with = "controller_owned")]
+    pub controller_owned: bool,
+    #[serde(default, rename = "annotations", deserialize_with = "mode_annotation")]
+    pub mode_annotation: Option<String>,
+}
+
+/// Reads `ownerReferences` down to one bit: does any of them have `controller: true`.
+fn controller_owned<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    struct Owner {
+        #[serde(default)]
+        controller: Option<bool>,
+    }
+    let owners = Option::<Vec<Owner>>::deserialize(deserializer)?;
+    Ok(owners.iter().flatten().any(|owner| owner.controller == Some(true)))
+}
+
+/// Keeps only `pullguard.io/mode`; other annotations (last-applied configs can be large) are skipped.
+fn mode_annotation<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct ModeOnly;
+    impl<'de> Visitor<'de> for ModeOnly {
+        type Value = Option<String>;
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a map of annotations")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut mode = None;
+            while let Some(key) = map.next_key_seed(KeyIs(super::MODE_ANNOTATION))? {
+                if key {
+                    mode = Some(map.next_value::<String>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(mode)
+        }
+    }
+    deserializer.deserialize_any(ModeOnly)
+}
+
+/// A map key compared in place, without allocating it.
+pub(crate) struct KeyIs(pub &'static str);
+
+impl<'de> de::DeserializeSeed<'de> for KeyIs {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs {
+    type Value = bool;
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a string key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
+/// The answer: `admission.k8s.io/v1` AdmissionReview with only `response`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewAnswer {
+    api_version: &'static str,
+    kind: &'static str,
+    pub response: ReviewResponse,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewResponse {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+impl ReviewAnswer {
+    /// Allowed, echoing the request's uid (the API server matches the answer by it).
+    pub fn allow(uid: &str) -> ReviewAnswer {
+        ReviewAnswer {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: ReviewResponse {
+                uid: uid.to_string(),
+                allowed: true,
+                status: None,
+                warnings: Vec::new(),
+                audit_annotations: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// The answer to a body that is not a review: there is no uid to echo.
+    pub fn invalid(reason: &str) -> ReviewAnswer {
+        let mut answer = ReviewAnswer::allow("");
+        answer.response.allowed = false;
+        answer.response.status = Some(Status::failure(reason, "InvalidRequest").with_code(400));
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(request: &str) -> String {
+        format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#)
+    }
+
+    #[test]
+    fn objects_stay_raw_and_metadata_is_read_lean() {
+        let body = review(
+            r#"{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE",
+            "object":{"metadata":{"name":"p","managedFields":[{"manager":"kubectl"}],
+              "ownerReferences":[{"kind":"ReplicaSet","controller":true}],
+              "annotations":{"a":"{\"big\":1}","pullguard.io/mode":"warn"}},
+              "spec":{"containers":[]}},
+            "oldObject":null}"#,
+        );
+        let request = ReviewRequest::decode(body.as_bytes()).unwrap();
+        assert_eq!(request.uid, "u1");
+        assert_eq!(request.operation, Operation::Create);
+        assert!(request.old_object.is_none());
+        let object = request.object.unwrap();
+        assert!(object.json().starts_with("{\"metadata\""));
+        let metadata = object.metadata().unwrap();
+        assert!(metadata.controller_owned);
+        assert_eq!(metadata.mode_annotation.as_deref(), Some("warn"));
+    }
+
+    #[test]
+    fn envelope_errors() {
+        let pod = r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE"}"#;
+        assert!(ReviewRequest::decode(review(pod).as_bytes()).is_ok());
+        let cases = [
+            (review(r#"{"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE"}"#), "no uid"),
+            (review("null"), "no request"),
+            (review(&pod.replace("CREATE", "EXPLODE")), "operation"),
+            (review(&pod.replace(r#""operation""#, r#""object":"pod","operation""#)), "object"),
+            (pod.to_string(), "kind"),
+        ];
+        for (body, what) in cases {
+            assert!(ReviewRequest::decode(body.as_bytes()).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn answers_serialize_like_the_api_server_expects() {
+        let mut answer = ReviewAnswer::allow("u1");
+        answer.response.warnings.push("w".into());
+        let json = serde_json::to_value(&answer).unwrap();
+        assert_eq!(json["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(json["kind"], "AdmissionReview");
+        assert_eq!(json["response"]["uid"], "u1");
+        assert_eq!(json["response"]["allowed"], true);
+        assert_eq!(json["response"]["warnings"][0], "w");
+        assert!(json["response"].get("status").is_none());
+        let invalid = serde_json::to_value(ReviewAnswer::invalid("bad")).unwrap();
+        assert_eq!(invalid["response"]["allowed"], false);
+        assert_eq!(invalid["response"]["status"]["code"], 400);
+    }
+}
