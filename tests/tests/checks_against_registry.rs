@@ -316,6 +316,27 @@ async fn cached_tags_and_digests_cost_no_further_requests() {
 }
 
 #[tokio::test]
+async fn a_second_tag_of_known_content_reuses_its_facts() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    let first = seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    // `stable` names the same manifest, as a promotion in a pipeline does.
+    let manifest = seeder.get_manifest("app", "v1").await.unwrap();
+    let media_type = manifest.content_type.clone().unwrap();
+    let second = seeder.push_manifest("app", "stable", &media_type, &manifest.body).await.unwrap();
+    assert_eq!(first.digest, second);
+    let seeding_reads = registry.requests("GET /v2/app/manifests/");
+    let inspector = inspector(vec![registry_settings(&registry)], Keyring::default());
+    inspect(&inspector, &format!("{}/app:v1", registry.host())).await;
+    let inspection = inspect(&inspector, &format!("{}/app:stable", registry.host())).await;
+    assert!(inspection.findings.is_empty(), "{:?}", inspection.findings);
+    assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(first.digest.as_str()));
+    let reads = registry.requests("GET /v2/app/manifests/") - seeding_reads;
+    assert_eq!(reads, 2, "each tag's manifest is read once");
+    assert_eq!(registry.requests("GET /v2/app/blobs/"), 1, "the config blob is read for the content once");
+}
+
+#[tokio::test]
 async fn an_expired_tag_is_revalidated_with_a_head() {
     let registry = RegistryProcess::start_plain().await.expect("registry");
     let seeder = Seeder::new(&registry).expect("seeder");
@@ -336,6 +357,43 @@ async fn an_expired_tag_is_revalidated_with_a_head() {
     let inspection = inspect(&inspector, &image).await;
     assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(moved.digest.as_str()));
     assert_eq!(registry.requests(&format!("GET /v2/app/manifests/{}", moved.digest)), 1);
+}
+
+/// A registry's challenge may name any realm: credentials go to a token service on another host
+/// only when the registry's settings list that host.
+#[tokio::test]
+async fn credentials_go_to_a_realm_on_another_host_only_when_listed() {
+    use pullguard_tests::token::{ROBOT_PASSWORD, ROBOT_USER, TokenSeeder, TokenServer};
+    let tokens = TokenServer::start().await.unwrap();
+    let registry = RegistryProcess::start_token_auth(&tokens).await.unwrap();
+    let seeder = TokenSeeder::new(&registry, &tokens, &["app"]).unwrap();
+    seeder.push_image("app", "v1", "amd64").await.unwrap();
+    // Named as localhost, the registry is another host than its realm at 127.0.0.1.
+    let host = format!("localhost:{}", registry.port());
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{ROBOT_USER}:{ROBOT_PASSWORD}"),
+    );
+    let docker_config = serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string();
+    let keyring = || Keyring::from_docker_config(docker_config.as_bytes(), "test").unwrap();
+    let settings = RegistryConfig { host: host.clone(), ..registry_settings(&registry) };
+    let image = format!("{host}/app:v1");
+
+    // The realm's loopback address is allowed here; what is tested is where credentials go.
+    let inspector = |settings: RegistryConfig| {
+        let config = Config { registries: vec![settings], allow_private_networks: true, ..Config::default() };
+        inspector_with(config, keyring())
+    };
+    let untrusted = inspector(settings.clone());
+    let inspection = inspect(&untrusted, &image).await;
+    assert_eq!(codes(&inspection), vec![Code::Pg506], "{:#?}", inspection.findings);
+    assert!(inspection.findings[0].message.contains("tokenRealmHosts"), "{:#?}", inspection.findings);
+    assert_eq!(tokens.requests_with_credentials(), 0, "no credentials left for the other host");
+
+    let listed = RegistryConfig { token_realm_hosts: vec!["127.0.0.1".into()], ..settings };
+    let inspection = inspect(&inspector(listed), &image).await;
+    assert_eq!(codes(&inspection), vec![], "{:#?}", inspection.findings);
+    assert!(tokens.requests_with_credentials() >= 1);
 }
 
 #[tokio::test]

@@ -235,6 +235,11 @@ pub struct RegistryConfig {
     /// Some registries answer 403 instead of 404 for a missing tag; with this, 403 counts as "not found".
     #[serde(default)]
     pub forbidden_means_not_found: bool,
+    /// Hosts (globs as in `host`) of token services on another host that may receive this
+    /// registry's pull credentials. A realm on the registry's own host, and `auth.docker.io` for
+    /// Docker Hub, need no entry.
+    #[serde(default)]
+    pub token_realm_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -5,11 +5,15 @@
 //! admission path:
 //! - a tag never seen before costs one manifest GET (the body carries the digest), plus the config
 //!   blob for a single-platform image (its platform lives there, never assumed to be linux/amd64);
-//! - a tag seen before whose entry expired is revalidated with a HEAD (not rate-limited on Docker
-//!   Hub); an unchanged digest reuses the long-lived digest entry;
+//! - a tag seen before whose entry went stale is revalidated with a HEAD (not rate-limited on
+//!   Docker Hub); an unchanged digest keeps the facts. A tag's entry outlives its freshness (it is
+//!   kept as long as a digest) so that it can be revalidated, which keeps one entry per tag
+//!   instead of a separate tag -> digest map;
+//! - a manifest whose digest is already known reuses those facts (no config blob request);
 //! - a 404 from HEAD is confirmed by a GET, and a 404 from GET by the tag list, before any
 //!   "not found" finding;
-//! - concurrent lookups of one key share one request (moka `try_get_with`);
+//! - concurrent lookups of one key share one request (moka `try_get_with`, and for tags the
+//!   per-key serialised `and_try_compute_with`, where a waiter finds the entry fresh);
 //! - cache keys carry the credential identity, so one tenant's answer never serves another.
 
 pub mod address;
@@ -17,9 +21,19 @@ pub mod error;
 pub mod manifest;
 pub mod transport;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use moka::{Expiry, future::Cache};
+use moka::{
+    Expiry,
+    future::Cache,
+    ops::compute::{CompResult, Op},
+};
 use sha2::{Digest, Sha256};
 
 use self::manifest::{ConfigPlatform, Parsed};
@@ -32,22 +46,50 @@ use crate::{config::Config, credentials::Credential, metrics::Metrics, reference
 
 #[derive(Clone)]
 enum Entry {
-    Found(Arc<ImageFacts>, Duration),
-    Missing(LookupError, Duration),
+    /// `fresh_until` is `None` for digests (content never changes); a tag past it is revalidated.
+    Found {
+        facts: Arc<ImageFacts>,
+        fresh_until: Option<Instant>,
+        keep_for: Duration,
+    },
+    Missing {
+        error: LookupError,
+        keep_for: Duration,
+    },
+}
+
+impl Entry {
+    fn keep_for(&self) -> Duration {
+        match self {
+            Entry::Found { keep_for, .. } | Entry::Missing { keep_for, .. } => *keep_for,
+        }
+    }
+
+    fn is_fresh(&self) -> bool {
+        match self {
+            Entry::Found { fresh_until: Some(until), .. } => Instant::now() < *until,
+            // A miss is fresh for its whole (short) life.
+            Entry::Found { fresh_until: None, .. } | Entry::Missing { .. } => true,
+        }
+    }
 }
 
 struct EntryExpiry;
 
 impl Expiry<String, Entry> for EntryExpiry {
-    fn expire_after_create(
+    fn expire_after_create(&self, _key: &String, value: &Entry, _now: Instant) -> Option<Duration> {
+        Some(value.keep_for())
+    }
+
+    // A revalidated tag starts a new life; moka's default would keep the old deadline.
+    fn expire_after_update(
         &self,
         _key: &String,
         value: &Entry,
-        _now: std::time::Instant,
+        _now: Instant,
+        _remaining: Option<Duration>,
     ) -> Option<Duration> {
-        Some(match value {
-            Entry::Found(_, ttl) | Entry::Missing(_, ttl) => *ttl,
-        })
+        Some(value.keep_for())
     }
 }
 
@@ -62,8 +104,6 @@ struct Ttls {
 pub struct Registry {
     transport: Transport,
     lookups: Cache<String, Entry>,
-    /// Last digest seen per tag key, kept as long as digests, so an expired tag costs a HEAD.
-    tag_digests: Cache<String, String>,
     ttls: Ttls,
     metrics: Arc<Metrics>,
 }
@@ -74,14 +114,9 @@ impl Registry {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registry, TransportBuildError> {
         let lookups =
             Cache::builder().max_capacity(config.cache.max_entries).expire_after(EntryExpiry).build();
-        let tag_digests = Cache::builder()
-            .max_capacity(config.cache.max_entries)
-            .time_to_live(config.cache.digest_ttl.0)
-            .build();
         Ok(Registry {
             transport: Transport::new(config, metrics.clone())?,
             lookups,
-            tag_digests,
             ttls: Ttls {
                 tag: config.cache.tag_ttl.0,
                 digest: config.cache.digest_ttl.0,
@@ -120,18 +155,48 @@ impl Registry {
         tag: &str,
     ) -> Result<Arc<ImageFacts>, LookupError> {
         let key = cache_key(name, ":", tag, endpoint.credential);
-        let missed = std::sync::atomic::AtomicBool::new(false);
-        let entry = self
+        if let Some(entry) = self.lookups.get(&key).await
+            && entry.is_fresh()
+        {
+            self.count_lookup(&AtomicBool::new(false));
+            return from_entry(entry);
+        }
+        let missed = AtomicBool::new(false);
+        let computed = self
             .lookups
-            .try_get_with(key.clone(), async {
-                missed.store(true, std::sync::atomic::Ordering::Relaxed);
-                let outcome = self.fetch_tag(endpoint, name, tag, &key).await;
-                into_entry(outcome, self.ttls.tag, self.ttls.miss)
+            .entry(key)
+            .and_try_compute_with(|current| async {
+                let known = match current.map(|entry| entry.into_value()) {
+                    // Refreshed by the caller this one waited for.
+                    Some(entry) if entry.is_fresh() => return Ok(Op::Nop),
+                    Some(Entry::Found { facts, .. }) => Some(facts),
+                    _ => None,
+                };
+                missed.store(true, Ordering::Relaxed);
+                let outcome = self.fetch_tag(endpoint, name, tag, known).await;
+                let entry = match outcome {
+                    Ok(facts) => Entry::Found {
+                        facts,
+                        fresh_until: Some(Instant::now() + self.ttls.tag),
+                        keep_for: self.ttls.digest.max(self.ttls.tag),
+                    },
+                    Err(error) if error.is_definite() => Entry::Missing { error, keep_for: self.ttls.miss },
+                    Err(error) => return Err(error),
+                };
+                Ok(Op::Put(entry))
             })
-            .await
-            .map_err(|error| (*error).clone());
+            .await;
         self.count_lookup(&missed);
-        from_entry(entry?)
+        match computed? {
+            CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) | CompResult::Unchanged(entry) => {
+                from_entry(entry.into_value())
+            }
+            // Not reachable: the closure never removes and only skips an existing entry.
+            CompResult::Removed(_) | CompResult::StillNone(_) => Err(LookupError::RegistryFailure {
+                status: None,
+                reason: "the image cache lost an entry being resolved".into(),
+            }),
+        }
     }
 
     async fn by_digest(
@@ -141,11 +206,11 @@ impl Registry {
         digest: &str,
     ) -> Result<Arc<ImageFacts>, LookupError> {
         let key = cache_key(name, "@", digest, endpoint.credential);
-        let missed = std::sync::atomic::AtomicBool::new(false);
+        let missed = AtomicBool::new(false);
         let entry = self
             .lookups
             .try_get_with(key, async {
-                missed.store(true, std::sync::atomic::Ordering::Relaxed);
+                missed.store(true, Ordering::Relaxed);
                 let outcome = self.fetch_digest(endpoint, digest).await;
                 into_entry(outcome, self.ttls.digest, self.ttls.miss)
             })
@@ -156,32 +221,28 @@ impl Registry {
     }
 
     /// A caller that waited on another's load counts as a hit: it caused no request.
-    fn count_lookup(&self, missed: &std::sync::atomic::AtomicBool) {
-        self.metrics.cache_lookup(!missed.load(std::sync::atomic::Ordering::Relaxed));
+    fn count_lookup(&self, missed: &AtomicBool) {
+        self.metrics.cache_lookup(!missed.load(Ordering::Relaxed));
         self.metrics.cache_entries.set(i64::try_from(self.lookups.entry_count()).unwrap_or(i64::MAX));
     }
 
+    /// `known`: what the tag resolved to before it went stale, revalidated with a HEAD.
     async fn fetch_tag(
         &self,
         endpoint: &Endpoint<'_>,
         name: &str,
         tag: &str,
-        tag_key: &str,
+        known: Option<Arc<ImageFacts>>,
     ) -> Result<Arc<ImageFacts>, LookupError> {
-        if let Some(known) = self.tag_digests.get(tag_key).await {
+        if let Some(known) = known {
             let head = self.transport.head_manifest(endpoint, tag).await?;
             if !head.is_not_found()
                 && let Some(digest) = head.digest
             {
-                if digest == known {
-                    let digest_key = cache_key(name, "@", &digest, endpoint.credential);
-                    if let Some(Entry::Found(facts, _)) = self.lookups.get(&digest_key).await {
-                        return Ok(facts);
-                    }
+                if digest == known.digest {
+                    return Ok(known);
                 }
-                let facts = self.by_digest(endpoint, name, &digest).await?;
-                self.tag_digests.insert(tag_key.to_string(), digest).await;
-                return Ok(facts);
+                return self.by_digest(endpoint, name, &digest).await;
             }
             // A HEAD that says "not found" (or gives no digest) is confirmed by the GET below.
         }
@@ -191,10 +252,14 @@ impl Registry {
         }
         let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body)?;
         let digest = verified_digest(&media_type, reply.digest.as_deref(), &reply.body, None)?;
-        let facts = Arc::new(self.facts_from(endpoint, &digest, &media_type, &reply.body).await?);
         let digest_key = cache_key(name, "@", &digest, endpoint.credential);
-        self.lookups.insert(digest_key, Entry::Found(facts.clone(), self.ttls.digest)).await;
-        self.tag_digests.insert(tag_key.to_string(), digest).await;
+        // Another tag (or an earlier pin by digest) already resolved this content.
+        if let Some(Entry::Found { facts, .. }) = self.lookups.get(&digest_key).await {
+            return Ok(facts);
+        }
+        let facts = Arc::new(self.facts_from(endpoint, &digest, &media_type, &reply.body).await?);
+        let entry = Entry::Found { facts: facts.clone(), fresh_until: None, keep_for: self.ttls.digest };
+        self.lookups.insert(digest_key, entry).await;
         Ok(facts)
     }
 
@@ -311,16 +376,16 @@ fn into_entry(
     miss_ttl: Duration,
 ) -> Result<Entry, LookupError> {
     match outcome {
-        Ok(facts) => Ok(Entry::Found(facts, found_ttl)),
-        Err(error) if error.is_definite() => Ok(Entry::Missing(error, miss_ttl)),
+        Ok(facts) => Ok(Entry::Found { facts, fresh_until: None, keep_for: found_ttl }),
+        Err(error) if error.is_definite() => Ok(Entry::Missing { error, keep_for: miss_ttl }),
         Err(error) => Err(error),
     }
 }
 
 fn from_entry(entry: Entry) -> Result<Arc<ImageFacts>, LookupError> {
     match entry {
-        Entry::Found(facts, _) => Ok(facts),
-        Entry::Missing(error, _) => Err(error),
+        Entry::Found { facts, .. } => Ok(facts),
+        Entry::Missing { error, .. } => Err(error),
     }
 }
 

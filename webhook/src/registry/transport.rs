@@ -399,8 +399,11 @@ impl Transport {
         if let Some(service) = service {
             query.push(("service", service));
         }
-        let mut request = self.client_for(endpoint.registry).get(realm_url).query(&query);
+        let mut request = self.client_for(endpoint.registry).get(realm_url.clone()).query(&query);
         if let Some(credential) = endpoint.credential {
+            // Any registry can name any realm in its challenge: credentials matched for this
+            // registry go only where its operator (or the built-in Docker Hub pair) says they belong.
+            self.check_realm_trusted(endpoint, &realm_url)?;
             request = request.basic_auth(credential.username(), Some(credential.password()));
         }
         let response = match request.send().await {
@@ -430,6 +433,30 @@ impl Transport {
         })?;
         reply.token.or(reply.access_token).filter(|token| !token.is_empty()).map(Arc::from).ok_or_else(|| {
             LookupError::RegistryFailure { status: None, reason: "token response has no token".into() }
+        })
+    }
+
+    fn check_realm_trusted(&self, endpoint: &Endpoint<'_>, realm: &reqwest::Url) -> Result<(), LookupError> {
+        let realm_host = realm.host_str().unwrap_or_default();
+        let settings = self.settings(endpoint.registry);
+        let registry_host = host_of(endpoint.api_host);
+        let trusted = realm_host.eq_ignore_ascii_case(registry_host)
+            || (registry_host == DOCKER_HUB_API_HOST && realm_host == DOCKER_HUB_TOKEN_HOST)
+            || settings.is_some_and(|settings| {
+                settings
+                    .token_realm_hosts
+                    .iter()
+                    .any(|pattern| crate::glob::host_matches(pattern, realm_host))
+            });
+        if trusted {
+            return Ok(());
+        }
+        Err(LookupError::AddressRefused {
+            reason: format!(
+                "{} sends token requests to {realm_host}, another host; its pull credentials are not \
+                 sent there unless registries[].tokenRealmHosts for {} lists {realm_host}",
+                endpoint.registry, endpoint.registry
+            ),
         })
     }
 
@@ -590,6 +617,17 @@ fn auth_failure(endpoint: &Endpoint<'_>, insufficient_scope: bool) -> LookupErro
         (None, _) => LookupError::AuthRequired,
         (Some(_), true) => LookupError::Denied,
         (Some(_), false) => LookupError::CredentialsRejected,
+    }
+}
+
+const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
+const DOCKER_HUB_TOKEN_HOST: &str = "auth.docker.io";
+
+/// `host` of `host[:port]`, also for `[v6]:port`.
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
     }
 }
 
