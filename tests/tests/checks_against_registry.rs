@@ -281,6 +281,37 @@ async fn registries_that_answer_403_for_missing_things_can_be_declared() {
     assert_eq!(codes(&inspect(&lenient, &image).await), vec![Code::Pg103]);
 }
 
+/// 40 new images at once against a registry that never answers: at most 16 requests reach it
+/// (the per-registry bound), and the deadline still answers for all 40.
+#[tokio::test]
+async fn requests_in_flight_to_one_registry_are_bounded() {
+    let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
+    let config = Config {
+        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
+        deadline: HumanDuration(Duration::from_millis(1500)),
+        lookup_timeout: HumanDuration(Duration::from_secs(10)),
+        ..Config::default()
+    };
+    let inspector = inspector_with(config, Keyring::default());
+    let containers: Vec<ContainerImage> = (0..40)
+        .map(|i| ContainerImage {
+            name: format!("c{i}"),
+            image: format!("{}/app{i}:v1", fake.host()),
+            kind: ContainerKind::App,
+        })
+        .collect();
+    let credentials = PodCredentials::none();
+    let context = PodContext { targets: None, credentials: &credentials };
+    let deadline = Instant::now() + inspector.config().deadline.0;
+    let started = std::time::Instant::now();
+    let inspection =
+        inspector.inspect(&containers, context, InspectOptions { offline: false, deadline }).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert_eq!(inspection.findings.len(), 40);
+    assert!(inspection.findings.iter().all(|finding| finding.code == Code::Pg501));
+    assert!((1..=16).contains(&fake.requests()), "{} requests reached the registry", fake.requests());
+}
+
 #[tokio::test]
 async fn a_stalled_registry_is_cut_off_by_the_deadline() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();

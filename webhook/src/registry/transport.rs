@@ -16,6 +16,7 @@ use std::{
 
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use super::{
     address::{AddressPolicy, AddressRefused, GuardedResolver},
@@ -123,6 +124,7 @@ pub struct Transport {
     request_timeout: Duration,
     metrics: Arc<Metrics>,
     addresses: Arc<AddressPolicy>,
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 const USER_AGENT: &str = concat!("pullguard/", env!("CARGO_PKG_VERSION"));
@@ -130,6 +132,9 @@ const MAX_TAG_PAGES: usize = 20;
 const SERVER_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Requests in flight to one registry host. A rollout of many new images (or an audit) must not
+/// open hundreds of connections to one registry; the admission deadline bounds the wait.
+const MAX_REQUESTS_PER_REGISTRY: usize = 16;
 
 impl Transport {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Transport, TransportBuildError> {
@@ -159,7 +164,17 @@ impl Transport {
             request_timeout: timeout,
             metrics,
             addresses,
+            in_flight: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn in_flight_limit(&self, api_host: &str) -> Arc<Semaphore> {
+        let fresh = || Arc::new(Semaphore::new(MAX_REQUESTS_PER_REGISTRY));
+        match self.in_flight.lock() {
+            Ok(mut map) => map.entry(api_host.to_string()).or_insert_with(fresh).clone(),
+            // A poisoned map only loses the bound, never the request.
+            Err(_) => fresh(),
+        }
     }
 
     fn settings(&self, registry: &str) -> Option<&RegistryConfig> {
@@ -317,8 +332,12 @@ impl Transport {
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
+        let limit = self.in_flight_limit(endpoint.api_host);
         let started = std::time::Instant::now();
-        let result = match request.send().await {
+        let permit = limit.acquire_owned().await;
+        let sent = request.send().await;
+        drop(permit);
+        let result = match sent {
             Ok(response) => Ok(response),
             Err(error) => Err(self.classify(endpoint, error).await),
         };
