@@ -4,8 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::{
-    os::unix::fs::symlink,
-    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,44 +14,7 @@ use pullguard::{
     credentials::Keyring,
     server::{self, reload::CertReloader, tls::CertStore},
 };
-use pullguard_tests::{certs::TestCa, webhook::fixture};
-
-/// A Secret volume: versioned directories behind an atomically swapped `..data` link.
-struct SecretVolume {
-    root: PathBuf,
-    version: usize,
-}
-
-impl SecretVolume {
-    fn new(root: &Path) -> SecretVolume {
-        SecretVolume { root: root.to_path_buf(), version: 0 }
-    }
-
-    fn publish(&mut self, cert: &str, key: &str) {
-        self.version += 1;
-        let dir = self.root.join(format!("..2026_11_23_00_00_{:02}", self.version));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("tls.crt"), cert).unwrap();
-        std::fs::write(dir.join("tls.key"), key).unwrap();
-        let staging = self.root.join("..data_tmp");
-        symlink(dir.file_name().unwrap(), &staging).unwrap();
-        std::fs::rename(&staging, self.root.join("..data")).unwrap();
-        for name in ["tls.crt", "tls.key"] {
-            let link = self.root.join(name);
-            if std::fs::symlink_metadata(&link).is_err() {
-                symlink(format!("..data/{name}"), &link).unwrap();
-            }
-        }
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.root.join("tls.crt")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.root.join("tls.key")
-    }
-}
+use pullguard_tests::{certs::TestCa, secret_volume::SecretVolume, webhook::fixture};
 
 fn client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
@@ -84,7 +45,7 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
     let mut volume = SecretVolume::new(dir.path());
     let first_ca = TestCa::new("first").unwrap();
     let (cert, key) = first_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
-    volume.publish(&cert, &key);
+    volume.publish(&cert, &key).unwrap();
 
     let certs = Arc::new(CertStore::new(server::tls::load_pem_files(&volume.cert(), &volume.key()).unwrap()));
     CertReloader::new(volume.cert(), volume.key(), certs.clone()).spawn(Duration::from_millis(100));
@@ -130,7 +91,7 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
 
     // Rotation to a certificate from another CA: new connections get it...
     let (cert, key) = second_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
-    volume.publish(&cert, &key);
+    volume.publish(&cert, &key).unwrap();
     eventually("the new certificate", async || admits(&client(&second_ca.ca_pem), &url).await).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -147,18 +108,18 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
     }
 
     // A broken new version is refused; the last good certificate stays.
-    volume.publish("not a certificate", "not a key");
+    volume.publish("not a certificate", "not a key").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(admits(&client(&second_ca.ca_pem), &url).await);
     let third_ca = TestCa::new("third").unwrap();
     let (_, mismatched_key) = third_ca.issue_server(&["localhost"]).unwrap();
-    volume.publish(&cert, &mismatched_key);
+    volume.publish(&cert, &mismatched_key).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(admits(&client(&second_ca.ca_pem), &url).await, "a mismatched key must not be served");
 
     // And a good one after the bad ones is picked up again.
     let (cert, key) = third_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
-    volume.publish(&cert, &key);
+    volume.publish(&cert, &key).unwrap();
     eventually("recovery after a bad version", async || admits(&client(&third_ca.ca_pem), &url).await).await;
     running.shutdown();
 }
