@@ -40,15 +40,17 @@ WORKDIR /src
 
 # Dependency layer: the manifests, the lock file and stub sources only. This layer (every
 # compiled dependency) is rebuilt only when a Cargo.toml or Cargo.lock changes, not when
-# pullguard's own sources do. `tests` is a workspace member, so its manifest (and a stub
-# library) must exist for Cargo to load the workspace; pullguard does not depend on it.
+# pullguard's own sources do. `tests` and `bench` are workspace members, so their manifests (and
+# stub sources) must exist for Cargo to load the workspace; pullguard depends on neither.
 COPY Cargo.toml Cargo.lock ./
 COPY webhook/Cargo.toml webhook/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
-RUN mkdir -p webhook/src tests/src \
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p webhook/src tests/src bench/src \
     && echo 'fn main() {}' > webhook/src/main.rs \
     && : > webhook/src/lib.rs \
     && : > tests/src/lib.rs \
+    && echo 'fn main() {}' > bench/src/main.rs \
     && cargo build --release --locked -p pullguard --target "$(uname -m)-unknown-linux-musl"
 
 # The real sources. COPY keeps the files' own modification times, which can be older than the
