@@ -312,6 +312,26 @@ async fn requests_in_flight_to_one_registry_are_bounded() {
     assert!((1..=16).contains(&fake.requests()), "{} requests reached the registry", fake.requests());
 }
 
+/// Concurrent admissions of one image whose registry times out share the one failed attempt
+/// instead of queueing for a try each (found by the soak during registry outages).
+#[tokio::test]
+async fn callers_waiting_on_a_failed_lookup_share_its_answer() {
+    let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
+    let config = Config {
+        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
+        deadline: HumanDuration(Duration::from_secs(4)),
+        lookup_timeout: HumanDuration(Duration::from_millis(500)),
+        ..Config::default()
+    };
+    let inspector = inspector_with(config, Keyring::default());
+    let image = format!("{}/app:v1", fake.host());
+    let started = std::time::Instant::now();
+    let inspections = futures::future::join_all((0..20).map(|_| inspect(&inspector, &image))).await;
+    assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
+    assert!(inspections.iter().all(|inspection| codes(inspection) == vec![Code::Pg501]));
+    assert_eq!(fake.requests(), 1, "one attempt for all twenty");
+}
+
 #[tokio::test]
 async fn a_stalled_registry_is_cut_off_by_the_deadline() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();

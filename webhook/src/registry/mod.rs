@@ -104,11 +104,16 @@ struct Ttls {
 pub struct Registry {
     transport: Transport,
     lookups: Cache<String, Entry>,
+    /// A tag whose revalidation just failed (registry down or slow): the callers queued behind
+    /// that attempt get its answer instead of each trying the registry again in turn.
+    failed_refreshes: Cache<String, LookupError>,
     ttls: Ttls,
     metrics: Arc<Metrics>,
 }
 
 const MAX_SUGGESTIONS: usize = 3;
+/// How long a failed tag revalidation answers for the registry.
+const FAILED_REFRESH_TTL: Duration = Duration::from_secs(2);
 
 impl Registry {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registry, TransportBuildError> {
@@ -117,6 +122,10 @@ impl Registry {
         Ok(Registry {
             transport: Transport::new(config, metrics.clone())?,
             lookups,
+            failed_refreshes: Cache::builder()
+                .max_capacity(config.cache.max_entries)
+                .time_to_live(FAILED_REFRESH_TTL)
+                .build(),
             ttls: Ttls {
                 tag: config.cache.tag_ttl.0,
                 digest: config.cache.digest_ttl.0,
@@ -164,7 +173,7 @@ impl Registry {
         let missed = AtomicBool::new(false);
         let computed = self
             .lookups
-            .entry(key)
+            .entry(key.clone())
             .and_try_compute_with(|current| async {
                 let known = match current.map(|entry| entry.into_value()) {
                     // Refreshed by the caller this one waited for.
@@ -172,6 +181,9 @@ impl Registry {
                     Some(Entry::Found { facts, .. }) => Some(facts),
                     _ => None,
                 };
+                if let Some(error) = self.failed_refreshes.get(&key).await {
+                    return Err(error);
+                }
                 missed.store(true, Ordering::Relaxed);
                 let outcome = self.fetch_tag(endpoint, name, tag, known).await;
                 let entry = match outcome {
@@ -181,7 +193,10 @@ impl Registry {
                         keep_for: self.ttls.digest.max(self.ttls.tag),
                     },
                     Err(error) if error.is_definite() => Entry::Missing { error, keep_for: self.ttls.miss },
-                    Err(error) => return Err(error),
+                    Err(error) => {
+                        self.failed_refreshes.insert(key.clone(), error.clone()).await;
+                        return Err(error);
+                    }
                 };
                 Ok(Op::Put(entry))
             })

@@ -257,6 +257,8 @@ pub struct Sample {
     pub rss_kib: u64,
     /// CPU time the server used so far.
     pub cpu_seconds: f64,
+    /// The machine's 1-minute load average: other work on a shared machine shows here.
+    pub load: f64,
 }
 
 /// The server's RSS and CPU time every `every` from the start of the soak phase, and at its end.
@@ -277,9 +279,12 @@ impl Sampler {
         loop {
             tokio::time::sleep_until(at.into()).await;
             match (server::rss_kib(self.pid), server::cpu_seconds(self.pid)) {
-                (Ok(rss_kib), Ok(cpu_seconds)) => {
-                    samples.push(Sample { at: at.duration_since(started), rss_kib, cpu_seconds })
-                }
+                (Ok(rss_kib), Ok(cpu_seconds)) => samples.push(Sample {
+                    at: at.duration_since(started),
+                    rss_kib,
+                    cpu_seconds,
+                    load: server::load_average(),
+                }),
                 _ => return samples,
             }
             if at >= end {

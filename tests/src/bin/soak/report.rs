@@ -411,6 +411,18 @@ impl Figures<'_> {
                 ),
             ),
             (
+                format!(
+                    "machine load average (1 min) at the start / max / end ({} cores)",
+                    std::thread::available_parallelism().map_or(0, usize::from)
+                ),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    self.samples.first().map_or(0.0, |s| s.load),
+                    self.samples.iter().map(|s| s.load).fold(0.0, f64::max),
+                    self.samples.last().map_or(0.0, |s| s.load)
+                ),
+            ),
+            (
                 "server alive at the end / panics / log WARN, ERROR lines".into(),
                 format!(
                     "{} / {} / {}, {}",
@@ -455,7 +467,7 @@ impl Figures<'_> {
         let buckets = ((self.seconds - 0.5) / width.as_secs_f64()).ceil().max(1.0) as u32;
         let mut out = String::from(
             "| from s | requests | fail-open | denied | failures | p50 ms | p99 ms | max ms | registry \
-             | rotations | RSS MiB | server CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+             | rotations | RSS MiB | server CPU | machine load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for bucket in 0..buckets {
             let (from, to) = (width * bucket, width * (bucket + 1));
@@ -489,6 +501,7 @@ impl Figures<'_> {
             let at_or_before = |limit: Duration| self.samples.iter().rev().find(|s| s.at <= limit);
             let (start, end) = (at_or_before(from), at_or_before(to));
             let rss = end.map_or("-".into(), |s| format!("{:.1}", s.rss_kib as f64 / 1024.0));
+            let load = end.map_or("-".into(), |s| format!("{:.1}", s.load));
             let cpu = match (start, end) {
                 (Some(a), Some(b)) if b.at > a.at => {
                     format!("{:.0}%", 100.0 * (b.cpu_seconds - a.cpu_seconds) / (b.at - a.at).as_secs_f64())
@@ -501,7 +514,7 @@ impl Figures<'_> {
             let _ = writeln!(
                 out,
                 "| {} | {requests} | {fail_open} | {denied} | {failures} | {p50:.1} | {p99:.1} | {max:.0} | {} \
-                 | {rotations} | {rss} | {cpu} |",
+                 | {rotations} | {rss} | {cpu} | {load} |",
                 from.as_secs(),
                 registry,
             );
