@@ -28,6 +28,16 @@ pub enum Behaviour {
     StallMidBody { declared: usize, limit: Duration },
     /// Redirect every request to itself.
     RedirectLoop,
+    /// Answer each request by the first route whose text its path contains; 404 otherwise.
+    Routes(Vec<Route>),
+}
+
+/// One canned answer of `Behaviour::Routes`.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub path_contains: String,
+    pub status: u16,
+    pub body: String,
 }
 
 pub struct FakeRegistry {
@@ -79,17 +89,16 @@ impl FakeRegistry {
                             let _ = stream.shutdown().await;
                         }
                         Behaviour::Respond { status, headers, body } => {
-                            let mut response = format!(
-                                "HTTP/1.1 {status} Fake\r\nContent-Length: {}\r\nConnection: close\r\n",
-                                body.len()
-                            );
-                            for (name, value) in headers {
-                                response.push_str(&format!("{name}: {value}\r\n"));
-                            }
-                            response.push_str("\r\n");
-                            response.push_str(&body);
-                            let _ = stream.write_all(response.as_bytes()).await;
-                            let _ = stream.shutdown().await;
+                            respond(&mut stream, status, &headers, &body).await;
+                        }
+                        Behaviour::Routes(routes) => {
+                            let request = String::from_utf8_lossy(&buffer[..read]).to_string();
+                            let path = request.split_whitespace().nth(1).unwrap_or("/");
+                            let route = routes.iter().find(|route| path.contains(&route.path_contains));
+                            let (status, body) =
+                                route.map_or((404, ""), |route| (route.status, route.body.as_str()));
+                            let headers = [("Content-Type".to_string(), "application/json".to_string())];
+                            respond(&mut stream, status, &headers, body).await;
                         }
                     }
                 });
@@ -111,6 +120,18 @@ impl Drop for FakeRegistry {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+async fn respond(stream: &mut tokio::net::TcpStream, status: u16, headers: &[(String, String)], body: &str) {
+    let mut response =
+        format!("HTTP/1.1 {status} Fake\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    for (name, value) in headers {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    response.push_str("\r\n");
+    response.push_str(body);
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// A port nothing listens on (bound, then released).

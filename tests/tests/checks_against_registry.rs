@@ -15,7 +15,7 @@ use pullguard::{
     registry::Registry,
 };
 use pullguard_tests::{
-    fake::{Behaviour, FakeRegistry, closed_port},
+    fake::{Behaviour, FakeRegistry, Route, closed_port},
     registry::RegistryProcess,
     seed::{Format, ImageSpec, IndexEntry, LayerSpec, Seeder},
     webhook::{keyring_for, registry_settings},
@@ -332,6 +332,52 @@ async fn callers_waiting_on_a_failed_lookup_share_its_answer() {
     assert_eq!(fake.requests(), 1, "one attempt for all twenty");
 }
 
+/// During an outage every image of a registry would otherwise wait out its own timeout: after
+/// one request times out, other images of that registry are answered at once for a moment.
+#[tokio::test]
+async fn a_registry_that_times_out_is_left_alone_for_a_moment() {
+    let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
+    let config = Config {
+        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
+        lookup_timeout: HumanDuration(Duration::from_millis(500)),
+        ..Config::default()
+    };
+    let inspector = inspector_with(config, Keyring::default());
+    assert_eq!(codes(&inspect(&inspector, &format!("{}/first:v1", fake.host())).await), vec![Code::Pg501]);
+    let started = std::time::Instant::now();
+    let second = inspect(&inspector, &format!("{}/second:v1", fake.host())).await;
+    assert!(started.elapsed() < Duration::from_millis(300), "took {:?}", started.elapsed());
+    assert_eq!(codes(&second), vec![Code::Pg501]);
+    assert!(second.findings[0].message.contains("timed out"), "{}", second.findings[0].message);
+    assert_eq!(fake.requests(), 1, "the second image did not reach the stalled registry");
+}
+
+/// Registries answer 404 for a tag while it is pushed again; a tag the tag list names is a
+/// passing fault (a warning), not a "not found" that would deny a valid image for the miss TTL.
+#[tokio::test]
+async fn a_tag_the_registry_lists_but_does_not_serve_is_not_denied() {
+    let route = |path: &str, status: u16, body: &str| Route {
+        path_contains: path.to_string(),
+        status,
+        body: body.to_string(),
+    };
+    let fake = FakeRegistry::start(Behaviour::Routes(vec![
+        route("/tags/list", 200, r#"{"name":"app","tags":["v1","v2"]}"#),
+        route("/manifests/", 404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#),
+    ]))
+    .await
+    .unwrap();
+    let inspector = inspector(
+        vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
+        Keyring::default(),
+    );
+    let listed = inspect(&inspector, &format!("{}/app:v1", fake.host())).await;
+    assert_eq!(codes(&listed), vec![Code::Pg504], "{:#?}", listed.findings);
+    assert!(listed.findings.iter().all(|finding| finding.severity != Severity::Error));
+    let unlisted = inspect(&inspector, &format!("{}/app:v3", fake.host())).await;
+    assert_eq!(codes(&unlisted), vec![Code::Pg101], "{:#?}", unlisted.findings);
+}
+
 #[tokio::test]
 async fn a_stalled_registry_is_cut_off_by_the_deadline() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
@@ -408,6 +454,30 @@ async fn an_expired_tag_is_revalidated_with_a_head() {
     let inspection = inspect(&inspector, &image).await;
     assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(moved.digest.as_str()));
     assert_eq!(registry.requests(&format!("GET /v2/app/manifests/{}", moved.digest)), 1);
+}
+
+/// A revalidation that fails while the registry is down keeps what the tag resolved to: once
+/// the registry is back, a HEAD is enough again.
+#[tokio::test]
+async fn a_tag_that_failed_to_revalidate_is_revalidated_with_a_head_later() {
+    let mut registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    config.cache.tag_ttl = HumanDuration(Duration::from_millis(200));
+    let inspector = inspector_with(config, Keyring::default());
+    let image = format!("{}/app:v1", registry.host());
+    assert!(inspect(&inspector, &image).await.findings.is_empty());
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    registry.stop().await.unwrap();
+    assert_eq!(codes(&inspect(&inspector, &image).await), vec![Code::Pg501]);
+    registry.restart().await.unwrap();
+    // Past the failure's answer time and the host's backoff (2 s each).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(inspect(&inspector, &image).await.findings.is_empty());
+    assert_eq!(registry.requests("GET /v2/app/manifests/"), 1, "no second GET after the outage");
+    assert_eq!(registry.requests("HEAD /v2/app/manifests/v1"), 1);
 }
 
 /// A registry's challenge may name any realm: credentials go to a token service on another host

@@ -56,18 +56,31 @@ enum Entry {
         error: LookupError,
         keep_for: Duration,
     },
+    /// A tag whose lookup just failed for a passing reason (registry down, slow, 5xx). Until
+    /// `retry_at` it answers the callers queued behind that attempt, and new ones, instead of
+    /// each trying the registry again in turn; `stale` keeps what the tag resolved to before, so
+    /// that the next attempt revalidates with a HEAD rather than starting over.
+    Failed {
+        error: LookupError,
+        retry_at: Instant,
+        stale: Option<Arc<ImageFacts>>,
+        keep_for: Duration,
+    },
 }
 
 impl Entry {
     fn keep_for(&self) -> Duration {
         match self {
-            Entry::Found { keep_for, .. } | Entry::Missing { keep_for, .. } => *keep_for,
+            Entry::Found { keep_for, .. }
+            | Entry::Missing { keep_for, .. }
+            | Entry::Failed { keep_for, .. } => *keep_for,
         }
     }
 
     fn is_fresh(&self) -> bool {
         match self {
             Entry::Found { fresh_until: Some(until), .. } => Instant::now() < *until,
+            Entry::Failed { retry_at, .. } => Instant::now() < *retry_at,
             // A miss is fresh for its whole (short) life.
             Entry::Found { fresh_until: None, .. } | Entry::Missing { .. } => true,
         }
@@ -104,16 +117,13 @@ struct Ttls {
 pub struct Registry {
     transport: Transport,
     lookups: Cache<String, Entry>,
-    /// A tag whose revalidation just failed (registry down or slow): the callers queued behind
-    /// that attempt get its answer instead of each trying the registry again in turn.
-    failed_refreshes: Cache<String, LookupError>,
     ttls: Ttls,
     metrics: Arc<Metrics>,
 }
 
 const MAX_SUGGESTIONS: usize = 3;
-/// How long a failed tag revalidation answers for the registry.
-const FAILED_REFRESH_TTL: Duration = Duration::from_secs(2);
+/// How long a passing failure of a tag lookup answers for the registry.
+const FAILED_LOOKUP_ANSWERS_FOR: Duration = Duration::from_secs(2);
 
 impl Registry {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registry, TransportBuildError> {
@@ -122,10 +132,6 @@ impl Registry {
         Ok(Registry {
             transport: Transport::new(config, metrics.clone())?,
             lookups,
-            failed_refreshes: Cache::builder()
-                .max_capacity(config.cache.max_entries)
-                .time_to_live(FAILED_REFRESH_TTL)
-                .build(),
             ttls: Ttls {
                 tag: config.cache.tag_ttl.0,
                 digest: config.cache.digest_ttl.0,
@@ -176,27 +182,29 @@ impl Registry {
             .entry(key.clone())
             .and_try_compute_with(|current| async {
                 let known = match current.map(|entry| entry.into_value()) {
-                    // Refreshed by the caller this one waited for.
-                    Some(entry) if entry.is_fresh() => return Ok(Op::Nop),
-                    Some(Entry::Found { facts, .. }) => Some(facts),
+                    // Refreshed, or just failed, by the caller this one waited for.
+                    Some(entry) if entry.is_fresh() => return Ok::<_, LookupError>(Op::Nop),
+                    Some(Entry::Found { facts, .. } | Entry::Failed { stale: Some(facts), .. }) => {
+                        Some(facts)
+                    }
                     _ => None,
                 };
-                if let Some(error) = self.failed_refreshes.get(&key).await {
-                    return Err(error);
-                }
                 missed.store(true, Ordering::Relaxed);
-                let outcome = self.fetch_tag(endpoint, name, tag, known).await;
+                let outcome = self.fetch_tag(endpoint, name, tag, known.clone()).await;
+                let tag_life = self.ttls.digest.max(self.ttls.tag);
                 let entry = match outcome {
                     Ok(facts) => Entry::Found {
                         facts,
                         fresh_until: Some(Instant::now() + self.ttls.tag),
-                        keep_for: self.ttls.digest.max(self.ttls.tag),
+                        keep_for: tag_life,
                     },
                     Err(error) if error.is_definite() => Entry::Missing { error, keep_for: self.ttls.miss },
-                    Err(error) => {
-                        self.failed_refreshes.insert(key.clone(), error.clone()).await;
-                        return Err(error);
-                    }
+                    Err(error) => Entry::Failed {
+                        error,
+                        retry_at: Instant::now() + FAILED_LOOKUP_ANSWERS_FOR,
+                        keep_for: if known.is_some() { tag_life } else { FAILED_LOOKUP_ANSWERS_FOR },
+                        stale: known,
+                    },
                 };
                 Ok(Op::Put(entry))
             })
@@ -206,7 +214,7 @@ impl Registry {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) | CompResult::Unchanged(entry) => {
                 from_entry(entry.into_value())
             }
-            // Not reachable: the closure never removes and only skips an existing entry.
+            // Not reachable: the closure never removes, and only skips an entry that exists.
             CompResult::Removed(_) | CompResult::StillNone(_) => Err(LookupError::RegistryFailure {
                 status: None,
                 reason: "the image cache lost an entry being resolved".into(),
@@ -297,8 +305,15 @@ impl Registry {
 
     /// A missing tag: the tag list tells a missing repository from a missing tag and gives the
     /// closest tags to suggest. A tag list we cannot read still leaves a definite "not found".
+    /// A tag the list does name is a passing fault, not a miss: registries answer 404 (or 500)
+    /// for a tag while it is being pushed again, and a cached "not found" would deny a valid
+    /// image for the whole miss TTL.
     async fn explain_missing_tag(&self, endpoint: &Endpoint<'_>, tag: &str) -> LookupError {
         match self.transport.list_tags(endpoint).await {
+            Ok(tags) if tags.iter().any(|listed| listed == tag) => LookupError::RegistryFailure {
+                status: Some(404),
+                reason: format!("the registry answered 404 for tag {tag:?} yet lists it (being pushed?)"),
+            },
             Ok(tags) => LookupError::TagNotFound {
                 tag: tag.to_string(),
                 existing_tags: Some(closest_tags(tag, tags)),
@@ -400,7 +415,7 @@ fn into_entry(
 fn from_entry(entry: Entry) -> Result<Arc<ImageFacts>, LookupError> {
     match entry {
         Entry::Found { facts, .. } => Ok(facts),
-        Entry::Missing { error, .. } => Err(error),
+        Entry::Missing { error, .. } | Entry::Failed { error, .. } => Err(error),
     }
 }
 

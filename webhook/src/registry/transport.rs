@@ -77,10 +77,12 @@ enum Challenge {
     Bearer { realm: String, service: Option<String> },
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum BackoffReason {
     RateLimited,
     ServerError,
+    /// Refused or timed out: the cause is kept so that the answers meanwhile still name it.
+    Unreachable(Arc<str>),
 }
 
 #[derive(Deserialize)]
@@ -130,6 +132,9 @@ pub struct Transport {
 const USER_AGENT: &str = concat!("pullguard/", env!("CARGO_PKG_VERSION"));
 const MAX_TAG_PAGES: usize = 20;
 const SERVER_ERROR_BACKOFF: Duration = Duration::from_secs(2);
+/// A registry that refuses connections or times out is left alone this long: during an outage
+/// every other image of that registry would otherwise wait out its own `lookupTimeout`.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(2);
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Requests in flight to one registry host. A rollout of many new images (or an audit) must not
@@ -339,7 +344,15 @@ impl Transport {
         drop(permit);
         let result = match sent {
             Ok(response) => Ok(response),
-            Err(error) => Err(self.classify(endpoint, error).await),
+            Err(error) => {
+                let unreachable = error.is_connect() || error.is_timeout();
+                let cause = self.classify(endpoint, error).await;
+                if let (true, LookupError::Unreachable { reason }) = (unreachable, &cause) {
+                    let reason = BackoffReason::Unreachable(reason.as_str().into());
+                    self.start_backoff(endpoint.api_host, UNREACHABLE_BACKOFF, reason);
+                }
+                Err(cause)
+            }
         };
         let outcome = match &result {
             Ok(response) => status_class(response.status()),
@@ -550,7 +563,7 @@ impl Transport {
         let Ok(mut map) = self.backoff.lock() else {
             return Ok(());
         };
-        let Some(&(until, reason)) = map.get(host) else {
+        let Some((until, reason)) = map.get(host).cloned() else {
             return Ok(());
         };
         let now = Instant::now();
@@ -564,6 +577,9 @@ impl Transport {
             BackoffReason::ServerError => LookupError::RegistryFailure {
                 status: None,
                 reason: format!("registry failing, backing off for {}ms", remaining.as_millis()),
+            },
+            BackoffReason::Unreachable(cause) => LookupError::Unreachable {
+                reason: format!("{cause} (next attempt in {}ms)", remaining.as_millis()),
             },
         })
     }
