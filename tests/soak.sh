@@ -11,6 +11,8 @@
 # Bounded: the driver stops itself; a hard `timeout` of SECONDS + 60 s ends it (and, through its
 # process group, the registry and pullguard) if it does not. Logs stay in target/soak/.
 # SOAK_MAX_RATE=N caps the open-loop rate (req/s) on a machine shared with other work.
+# SOAK_PROFILE=dev soaks the debug build instead (what `.ci/run` does: no release build to wait
+# for; the rate follows, since it is half of the build's own measured maximum).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,12 +26,18 @@ if ! command -v docker-registry >/dev/null 2>&1; then
   exit 2
 fi
 
-cargo build --release --locked -q -p pullguard -p pullguard-tests --bin pullguard --bin soak
+profile="${SOAK_PROFILE:-release}"
+case "$profile" in
+  release) out=target/release ;;
+  dev) out=target/debug ;;
+  *) echo "tests/soak.sh: SOAK_PROFILE is release or dev" >&2; exit 2 ;;
+esac
+cargo build --profile "$profile" --locked -q -p pullguard -p pullguard-tests --bin pullguard --bin soak
 
 work=target/soak
 rm -rf "$work"
 mkdir -p "$work"
-args=(--seconds "$seconds" --pullguard target/release/pullguard --work "$work")
+args=(--seconds "$seconds" --pullguard "$out/pullguard" --work "$work")
 if [ -n "${SOAK_MAX_RATE:-}" ]; then
   args+=(--max-rate "$SOAK_MAX_RATE")
 fi
@@ -39,7 +47,7 @@ fi
 # driver then kills its children and reports; SIGKILL 10 s later if it does not. A Ctrl-C or
 # SIGTERM to this script is passed on to that group the same way.
 limit=$((seconds + 60))
-timeout --kill-after=10 "$limit" target/release/soak "${args[@]}" &
+timeout --kill-after=10 "$limit" "$out/soak" "${args[@]}" &
 soak_pid=$!
 trap 'kill -TERM -- "-$soak_pid" 2>/dev/null || true' INT TERM
 status=0

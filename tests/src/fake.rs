@@ -33,11 +33,22 @@ pub enum Behaviour {
 }
 
 /// One canned answer of `Behaviour::Routes`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Route {
+    /// Any method when empty.
+    pub method: String,
     pub path_contains: String,
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Waited before answering.
+    pub delay: Duration,
+}
+
+impl Route {
+    pub fn new(path_contains: &str, status: u16, body: &str) -> Route {
+        Route { path_contains: path_contains.into(), status, body: body.into(), ..Route::default() }
+    }
 }
 
 pub struct FakeRegistry {
@@ -93,12 +104,23 @@ impl FakeRegistry {
                         }
                         Behaviour::Routes(routes) => {
                             let request = String::from_utf8_lossy(&buffer[..read]).to_string();
-                            let path = request.split_whitespace().nth(1).unwrap_or("/");
-                            let route = routes.iter().find(|route| path.contains(&route.path_contains));
-                            let (status, body) =
-                                route.map_or((404, ""), |route| (route.status, route.body.as_str()));
-                            let headers = [("Content-Type".to_string(), "application/json".to_string())];
-                            respond(&mut stream, status, &headers, body).await;
+                            let mut words = request.split_whitespace();
+                            let method = words.next().unwrap_or_default();
+                            let path = words.next().unwrap_or("/");
+                            let route = routes.iter().find(|route| {
+                                (route.method.is_empty() || route.method == method)
+                                    && path.contains(&route.path_contains)
+                            });
+                            let Some(route) = route else {
+                                respond(&mut stream, 404, &[], "").await;
+                                return;
+                            };
+                            tokio::time::sleep(route.delay).await;
+                            let mut headers = route.headers.clone();
+                            headers.push(("Content-Type".into(), "application/json".into()));
+                            // A HEAD answer declares the body's length without sending it.
+                            let body = if method == "HEAD" { "" } else { route.body.as_str() };
+                            respond(&mut stream, route.status, &headers, body).await;
                         }
                     }
                 });

@@ -356,14 +356,9 @@ async fn a_registry_that_times_out_is_left_alone_for_a_moment() {
 /// passing fault (a warning), not a "not found" that would deny a valid image for the miss TTL.
 #[tokio::test]
 async fn a_tag_the_registry_lists_but_does_not_serve_is_not_denied() {
-    let route = |path: &str, status: u16, body: &str| Route {
-        path_contains: path.to_string(),
-        status,
-        body: body.to_string(),
-    };
     let fake = FakeRegistry::start(Behaviour::Routes(vec![
-        route("/tags/list", 200, r#"{"name":"app","tags":["v1","v2"]}"#),
-        route("/manifests/", 404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#),
+        Route::new("/tags/list", 200, r#"{"name":"app","tags":["v1","v2"]}"#),
+        Route::new("/manifests/", 404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#),
     ]))
     .await
     .unwrap();
@@ -454,6 +449,64 @@ async fn an_expired_tag_is_revalidated_with_a_head() {
     let inspection = inspect(&inspector, &image).await;
     assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(moved.digest.as_str()));
     assert_eq!(registry.requests(&format!("GET /v2/app/manifests/{}", moved.digest)), 1);
+}
+
+/// A stale tag is revalidated by one caller; callers arriving meanwhile are answered from the
+/// facts it had instead of queueing behind a slow registry.
+#[tokio::test]
+async fn callers_arriving_while_a_tag_is_revalidated_get_its_facts_at_once() {
+    use sha2::{Digest, Sha256};
+    let digest_of = |body: &str| format!("sha256:{:x}", Sha256::digest(body.as_bytes()));
+    let config_blob = r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+        digest_of(config_blob),
+        config_blob.len()
+    );
+    let manifest_digest = digest_of(&manifest);
+    let slow_head = Route {
+        method: "HEAD".into(),
+        path_contains: "/manifests/v1".into(),
+        status: 200,
+        headers: vec![("Docker-Content-Digest".into(), manifest_digest.clone())],
+        body: manifest.clone(),
+        delay: Duration::from_secs(2),
+    };
+    let mut get_manifest = Route::new("/manifests/v1", 200, &manifest);
+    get_manifest.headers = vec![("Content-Type".into(), "application/vnd.oci.image.manifest.v1+json".into())];
+    let fake = FakeRegistry::start(Behaviour::Routes(vec![
+        slow_head,
+        get_manifest,
+        Route::new(&format!("/blobs/{}", digest_of(config_blob)), 200, config_blob),
+    ]))
+    .await
+    .unwrap();
+    let mut config = Config {
+        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
+        ..Config::default()
+    };
+    config.cache.tag_ttl = HumanDuration(Duration::from_millis(200));
+    let inspector = Arc::new(inspector_with(config, Keyring::default()));
+    let image = format!("{}/app:v1", fake.host());
+    let first = inspect(&inspector, &image).await;
+    assert!(first.findings.is_empty(), "{:#?}", first.findings);
+    assert_eq!(first.images[0].resolved_digest.as_deref(), Some(manifest_digest.as_str()));
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revalidating = tokio::spawn({
+        let (inspector, image) = (inspector.clone(), image.clone());
+        async move { inspect(&inspector, &image).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let meanwhile = futures::future::join_all((0..10).map(|_| inspect(&inspector, &image))).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    for inspection in meanwhile {
+        assert!(inspection.findings.is_empty(), "{:#?}", inspection.findings);
+        assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(manifest_digest.as_str()));
+    }
+    assert!(revalidating.await.unwrap().findings.is_empty());
+    assert_eq!(fake.requests(), 3, "GET manifest, GET config, one HEAD");
 }
 
 /// A revalidation that fails while the registry is down keeps what the tag resolved to: once

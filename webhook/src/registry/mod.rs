@@ -13,7 +13,8 @@
 //! - a 404 from HEAD is confirmed by a GET, and a 404 from GET by the tag list, before any
 //!   "not found" finding;
 //! - concurrent lookups of one key share one request (moka `try_get_with`, and for tags the
-//!   per-key serialised `and_try_compute_with`, where a waiter finds the entry fresh);
+//!   per-key serialised `and_try_compute_with`, where a waiter finds the entry fresh); while a
+//!   stale tag is being revalidated, other callers get its facts at once instead of waiting;
 //! - cache keys carry the credential identity, so one tenant's answer never serves another.
 
 pub mod address;
@@ -22,8 +23,9 @@ pub mod manifest;
 pub mod transport;
 
 use std::{
+    collections::HashSet,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -117,6 +119,10 @@ struct Ttls {
 pub struct Registry {
     transport: Transport,
     lookups: Cache<String, Entry>,
+    /// Tags whose stale facts one caller is revalidating right now; callers arriving meanwhile
+    /// are answered from those facts (as they would have been a moment earlier) instead of
+    /// queueing behind the registry round trip.
+    revalidating: Mutex<HashSet<String>>,
     ttls: Ttls,
     metrics: Arc<Metrics>,
 }
@@ -132,6 +138,7 @@ impl Registry {
         Ok(Registry {
             transport: Transport::new(config, metrics.clone())?,
             lookups,
+            revalidating: Mutex::new(HashSet::new()),
             ttls: Ttls {
                 tag: config.cache.tag_ttl.0,
                 digest: config.cache.digest_ttl.0,
@@ -170,11 +177,17 @@ impl Registry {
         tag: &str,
     ) -> Result<Arc<ImageFacts>, LookupError> {
         let key = cache_key(name, ":", tag, endpoint.credential);
-        if let Some(entry) = self.lookups.get(&key).await
-            && entry.is_fresh()
-        {
-            self.count_lookup(&AtomicBool::new(false));
-            return from_entry(entry);
+        if let Some(entry) = self.lookups.get(&key).await {
+            if entry.is_fresh() {
+                self.count_lookup(&AtomicBool::new(false));
+                return from_entry(entry);
+            }
+            if let Entry::Found { facts, .. } = entry
+                && self.is_revalidating(&key)
+            {
+                self.count_lookup(&AtomicBool::new(false));
+                return Ok(facts);
+            }
         }
         let missed = AtomicBool::new(false);
         let computed = self
@@ -190,6 +203,7 @@ impl Registry {
                     _ => None,
                 };
                 missed.store(true, Ordering::Relaxed);
+                let _revalidation = known.is_some().then(|| Revalidation::start(&self.revalidating, &key));
                 let outcome = self.fetch_tag(endpoint, name, tag, known.clone()).await;
                 let tag_life = self.ttls.digest.max(self.ttls.tag);
                 let entry = match outcome {
@@ -201,7 +215,12 @@ impl Registry {
                     Err(error) if error.is_definite() => Entry::Missing { error, keep_for: self.ttls.miss },
                     Err(error) => Entry::Failed {
                         error,
-                        retry_at: Instant::now() + FAILED_LOOKUP_ANSWERS_FOR,
+                        // A registry in backoff is asked again when the backoff ends, not later.
+                        retry_at: Instant::now()
+                            + self
+                                .transport
+                                .backoff_remaining(endpoint.api_host)
+                                .unwrap_or(FAILED_LOOKUP_ANSWERS_FOR),
                         keep_for: if known.is_some() { tag_life } else { FAILED_LOOKUP_ANSWERS_FOR },
                         stale: known,
                     },
@@ -241,6 +260,10 @@ impl Registry {
             .map_err(|error| (*error).clone());
         self.count_lookup(&missed);
         from_entry(entry?)
+    }
+
+    fn is_revalidating(&self, key: &str) -> bool {
+        self.revalidating.lock().is_ok_and(|keys| keys.contains(key))
     }
 
     /// A caller that waited on another's load counts as a hit: it caused no request.
@@ -392,6 +415,30 @@ impl Registry {
             });
         }
         Ok(ConfigPlatform::parse(&reply.body))
+    }
+}
+
+/// Marks a tag as being revalidated for as long as it lives, including when the admission that
+/// started the revalidation is cut off by its deadline.
+struct Revalidation<'a> {
+    keys: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl<'a> Revalidation<'a> {
+    fn start(keys: &'a Mutex<HashSet<String>>, key: &str) -> Revalidation<'a> {
+        if let Ok(mut keys) = keys.lock() {
+            keys.insert(key.to_string());
+        }
+        Revalidation { keys, key: key.to_string() }
+    }
+}
+
+impl Drop for Revalidation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.remove(&self.key);
+        }
     }
 }
 

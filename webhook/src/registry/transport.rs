@@ -558,6 +558,13 @@ impl Transport {
         }
     }
 
+    /// How long the registry host is still left alone, if it is.
+    pub fn backoff_remaining(&self, host: &str) -> Option<Duration> {
+        let map = self.backoff.lock().ok()?;
+        let (until, _) = map.get(host)?;
+        until.checked_duration_since(Instant::now()).filter(|remaining| !remaining.is_zero())
+    }
+
     /// While a registry told us to back off, answer from memory instead of adding to its load.
     fn check_backoff(&self, host: &str) -> Result<(), LookupError> {
         let Ok(mut map) = self.backoff.lock() else {
