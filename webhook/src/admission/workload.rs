@@ -1,8 +1,14 @@
 //! Workload kinds -> the pod spec inside them. Only the pod spec is deserialized (into
 //! k8s-openapi's `PodSpec`): the parser walks the kind's path and skips every other field
 //! unbuilt, from raw JSON (admission) or from an already parsed document (`check -f`, `audit`).
+//! Within the spec, only the fields pullguard reads are built (`SpecFields`): volumes, env,
+//! probes and resources were most of an admission's allocations.
 
-use k8s_openapi::api::core::v1::PodSpec;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, EphemeralContainer, LocalObjectReference, PodSpec, Toleration,
+};
 use serde::{
     Deserialize, Deserializer,
     de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor},
@@ -122,7 +128,7 @@ impl<'de> DeserializeSeed<'de> for SpecAt {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<PodSpec>, D::Error> {
         match self.0.split_first() {
-            None => Option::<PodSpec>::deserialize(deserializer),
+            None => Ok(Option::<SpecFields>::deserialize(deserializer)?.map(PodSpec::from)),
             Some((key, rest)) => deserializer.deserialize_any(Walk { key, rest }),
         }
     }
@@ -155,6 +161,69 @@ impl<'de> Visitor<'de> for Walk {
             }
         }
         Ok(found)
+    }
+}
+
+/// The fields of a pod spec that the checks read: container names and images, pull secrets and
+/// service account (credentials), and the scheduling constraints (node platforms). Absent or
+/// null lists and names read as empty, as k8s-openapi reads them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecFields {
+    #[serde(default)]
+    containers: Option<Vec<ContainerFields>>,
+    #[serde(default)]
+    init_containers: Option<Vec<ContainerFields>>,
+    #[serde(default)]
+    ephemeral_containers: Option<Vec<ContainerFields>>,
+    #[serde(default)]
+    image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    #[serde(default)]
+    service_account_name: Option<String>,
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default)]
+    node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    affinity: Option<Affinity>,
+    #[serde(default)]
+    tolerations: Option<Vec<Toleration>>,
+}
+
+#[derive(Deserialize)]
+struct ContainerFields {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+}
+
+impl From<SpecFields> for PodSpec {
+    fn from(fields: SpecFields) -> PodSpec {
+        let container = |c: ContainerFields| Container {
+            name: c.name.unwrap_or_default(),
+            image: c.image,
+            ..Container::default()
+        };
+        let ephemeral = |c: ContainerFields| EphemeralContainer {
+            name: c.name.unwrap_or_default(),
+            image: c.image,
+            ..EphemeralContainer::default()
+        };
+        PodSpec {
+            containers: fields.containers.unwrap_or_default().into_iter().map(container).collect(),
+            init_containers: fields.init_containers.map(|list| list.into_iter().map(container).collect()),
+            ephemeral_containers: fields
+                .ephemeral_containers
+                .map(|list| list.into_iter().map(ephemeral).collect()),
+            image_pull_secrets: fields.image_pull_secrets,
+            service_account_name: fields.service_account_name,
+            node_name: fields.node_name,
+            node_selector: fields.node_selector,
+            affinity: fields.affinity,
+            tolerations: fields.tolerations,
+            ..PodSpec::default()
+        }
     }
 }
 
@@ -214,6 +283,34 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].kind, ContainerKind::Init);
         assert_eq!(found[1].image, "nginx:1");
+    }
+
+    #[test]
+    fn every_field_the_checks_read_survives_extraction() {
+        let object = json!({"spec": {
+            "containers": [{"name": "a", "image": "nginx:1", "env": [{"name": "X", "value": "1"}]}],
+            "initContainers": [{"name": "i", "image": "busybox"}],
+            "ephemeralContainers": [{"name": "debug", "image": "alpine"}],
+            "imagePullSecrets": [{"name": "regcred"}],
+            "serviceAccountName": "builder",
+            "nodeName": "node-1",
+            "nodeSelector": {"kubernetes.io/arch": "arm64"},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "volumes": [{"name": "v", "emptyDir": {}}]
+        }});
+        let spec = WorkloadKind::Pod.pod_spec(&object).unwrap();
+        let parsed: PodSpec = serde_json::from_value(object["spec"].clone()).unwrap();
+        assert_eq!(containers(&spec), containers(&parsed));
+        assert_eq!(spec.image_pull_secrets, parsed.image_pull_secrets);
+        assert_eq!(spec.service_account_name, parsed.service_account_name);
+        assert_eq!(spec.node_name, parsed.node_name);
+        assert_eq!(spec.node_selector, parsed.node_selector);
+        assert_eq!(spec.affinity, parsed.affinity);
+        assert_eq!(spec.tolerations, parsed.tolerations);
+        assert!(spec.volumes.is_none(), "fields no check reads are not built");
     }
 
     #[test]
