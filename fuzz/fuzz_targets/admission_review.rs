@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use pullguard::{
     admission::{
-        Admission,
+        ReviewRequest,
         review::RawObject,
         workload::{WorkloadKind, changed_containers, containers},
     },
@@ -14,7 +14,7 @@ use pullguard::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) = Admission::decode(data) else { return };
+    let Ok(request) = ReviewRequest::decode(data) else { return };
     let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else { return };
     let images = |object: Option<RawObject<'_>>| {
         let object = object?;

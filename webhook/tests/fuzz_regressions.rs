@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, panic};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use pullguard::{
     admission::{
-        Admission,
+        ReviewRequest,
         workload::{WorkloadKind, changed_containers, containers},
     },
     credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, Keyring, keyring_from_secret},
@@ -228,7 +228,7 @@ fn nested(depth: usize, leaf: &str) -> String {
 /// What the handler does with a body: decode, pod spec of the kind in object and oldObject,
 /// containers. Returns how many containers the object has, or the first error.
 fn walk_review(body: &[u8]) -> Result<usize, String> {
-    let request = Admission::decode(body).map_err(|e| e.to_string())?;
+    let request = ReviewRequest::decode(body).map_err(|e| e.to_string())?;
     let kind = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind)
         .ok_or_else(|| "not a workload kind".to_string())?;
     let mut found = Vec::new();

@@ -78,10 +78,6 @@ impl Admission {
         Admission { inspector, cluster }
     }
 
-    pub fn decode(body: &[u8]) -> Result<ReviewRequest<'_>, ReviewError> {
-        ReviewRequest::decode(body)
-    }
-
     /// Answers one review. Never fails: every problem past decoding becomes an allowed response
     /// with a message, by the fail-open rule.
     pub async fn review(&self, request: &ReviewRequest<'_>) -> (ReviewAnswer, Outcome) {

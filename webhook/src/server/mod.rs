@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use self::tls::CertStore;
 use crate::{
-    admission::{self, Admission, ReviewAnswer},
+    admission::{self, Admission, ReviewAnswer, ReviewRequest},
     metrics::{AdmissionLabels, Metrics},
 };
 
@@ -70,7 +70,7 @@ pub fn router(admission: Arc<Admission>, metrics: Arc<Metrics>) -> Router {
 
 async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
     let started = Instant::now();
-    let request = match Admission::decode(&body) {
+    let request = match ReviewRequest::decode(&body) {
         Ok(request) => request,
         Err(error) => {
             warn!(%error, bytes = body.len(), "undecodable admission review");
