@@ -61,11 +61,11 @@ pub async fn run(load: &Load) -> Result<Outcome> {
     if summary.failed > 0 || summary.non_2xx > 0 || summary.succeeded == 0 {
         bail!("h2load saw failures against {}:\n{stdout}", load.url);
     }
-    let latencies = logged_latencies_ms(&load.log)?;
+    let mut latencies = logged_latencies_ms(&load.log)?;
     Ok(Outcome {
         rps: summary.rps,
-        p50_ms: percentile(&latencies, 50.0).unwrap_or(f64::NAN),
-        p99_ms: percentile(&latencies, 99.0).unwrap_or(f64::NAN),
+        p50_ms: percentile(&mut latencies, 50.0).unwrap_or(f64::NAN),
+        p99_ms: percentile(&mut latencies, 99.0).unwrap_or(f64::NAN),
         max_ms: latencies.iter().copied().fold(0.0, f64::max),
     })
 }

@@ -90,7 +90,7 @@ pub async fn generate(args: LoadArgs) -> Result<()> {
     while let Some(joined) = tasks.join_next().await {
         outcomes.record(joined)?;
     }
-    let Outcomes { latencies, failed } = outcomes;
+    let Outcomes { mut latencies, failed } = outcomes;
     let sent = total - warm_up;
     let measured_seconds = (measured_until.as_secs_f64() - args.warm_up_seconds as f64).max(1e-9);
     let report = json!({
@@ -98,10 +98,10 @@ pub async fn generate(args: LoadArgs) -> Result<()> {
         "answered": latencies.len(),
         "failed": failed,
         "rps": sent as f64 / measured_seconds,
-        "p50_ms": percentile(&latencies, 50.0),
-        "p99_ms": percentile(&latencies, 99.0),
+        "p50_ms": percentile(&mut latencies, 50.0),
+        "p99_ms": percentile(&mut latencies, 99.0),
         "max_ms": latencies.iter().copied().fold(0.0, f64::max),
-        "lag_p99_ms": percentile(&lags, 99.0),
+        "lag_p99_ms": percentile(&mut lags, 99.0),
     });
     println!("{report}");
     Ok(())

@@ -45,14 +45,14 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
     let half = admissions / 2;
     fill(&clients, &url, &host, &reviews, 0..half).await?;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let half_entries = cache_entries(&serve.admin_addr.to_string()).await?;
+    let half_entries = cache_entries(&serve.admin_addr().to_string()).await?;
     let half_kib = serve.rss_kib()?;
     fill(&clients, &url, &host, &reviews, half..admissions).await?;
     let fill_time = started.elapsed();
     serve.ensure_alive()?;
     // Lets moka finish its pending housekeeping before the count and the RSS are read.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let entries = cache_entries(&serve.admin_addr.to_string()).await?;
+    let entries = cache_entries(&serve.admin_addr().to_string()).await?;
     let full_kib = serve.rss_kib()?;
     let peak_kib = serve.peak_rss_kib()?;
     let full_mib = full_kib as f64 / 1024.0;

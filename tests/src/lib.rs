@@ -4,5 +4,7 @@ pub mod kubeapi;
 pub mod registry;
 pub mod secret_volume;
 pub mod seed;
+pub mod served;
+pub mod stats;
 pub mod token;
 pub mod webhook;

@@ -37,6 +37,14 @@ fn inspector_with(config: Config, keyring: Keyring) -> Inspector {
     Inspector::new(config, registry, keyring)
 }
 
+/// An in-process fake registry (plain HTTP) declared insecure, with every other setting default.
+fn fake_config(fake: &FakeRegistry) -> Config {
+    Config {
+        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
+        ..Config::default()
+    }
+}
+
 async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
     let containers =
         vec![ContainerImage { name: "app".into(), image: image.to_string(), kind: ContainerKind::App }];
@@ -287,10 +295,9 @@ async fn registries_that_answer_403_for_missing_things_can_be_declared() {
 async fn requests_in_flight_to_one_registry_are_bounded() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
     let config = Config {
-        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
         deadline: HumanDuration(Duration::from_millis(1500)),
         lookup_timeout: HumanDuration(Duration::from_secs(10)),
-        ..Config::default()
+        ..fake_config(&fake)
     };
     let inspector = inspector_with(config, Keyring::default());
     let containers: Vec<ContainerImage> = (0..40)
@@ -318,10 +325,9 @@ async fn requests_in_flight_to_one_registry_are_bounded() {
 async fn callers_waiting_on_a_failed_lookup_share_its_answer() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
     let config = Config {
-        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
         deadline: HumanDuration(Duration::from_secs(4)),
         lookup_timeout: HumanDuration(Duration::from_millis(500)),
-        ..Config::default()
+        ..fake_config(&fake)
     };
     let inspector = inspector_with(config, Keyring::default());
     let image = format!("{}/app:v1", fake.host());
@@ -337,11 +343,7 @@ async fn callers_waiting_on_a_failed_lookup_share_its_answer() {
 #[tokio::test]
 async fn a_registry_that_times_out_is_left_alone_for_a_moment() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
-    let config = Config {
-        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
-        lookup_timeout: HumanDuration(Duration::from_millis(500)),
-        ..Config::default()
-    };
+    let config = Config { lookup_timeout: HumanDuration(Duration::from_millis(500)), ..fake_config(&fake) };
     let inspector = inspector_with(config, Keyring::default());
     assert_eq!(codes(&inspect(&inspector, &format!("{}/first:v1", fake.host())).await), vec![Code::Pg501]);
     let started = std::time::Instant::now();
@@ -362,10 +364,7 @@ async fn a_tag_the_registry_lists_but_does_not_serve_is_not_denied() {
     ]))
     .await
     .unwrap();
-    let inspector = inspector(
-        vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
-        Keyring::default(),
-    );
+    let inspector = inspector_with(fake_config(&fake), Keyring::default());
     let listed = inspect(&inspector, &format!("{}/app:v1", fake.host())).await;
     assert_eq!(codes(&listed), vec![Code::Pg504], "{:#?}", listed.findings);
     assert!(listed.findings.iter().all(|finding| finding.severity != Severity::Error));
@@ -377,10 +376,9 @@ async fn a_tag_the_registry_lists_but_does_not_serve_is_not_denied() {
 async fn a_stalled_registry_is_cut_off_by_the_deadline() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
     let config = Config {
-        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
         deadline: HumanDuration(Duration::from_millis(800)),
         lookup_timeout: HumanDuration(Duration::from_secs(10)),
-        ..Config::default()
+        ..fake_config(&fake)
     };
     let inspector = inspector_with(config, Keyring::default());
     let started = std::time::Instant::now();
@@ -481,10 +479,7 @@ async fn callers_arriving_while_a_tag_is_revalidated_get_its_facts_at_once() {
     ]))
     .await
     .unwrap();
-    let mut config = Config {
-        registries: vec![RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() }],
-        ..Config::default()
-    };
+    let mut config = fake_config(&fake);
     config.cache.tag_ttl = HumanDuration(Duration::from_millis(200));
     let inspector = Arc::new(inspector_with(config, Keyring::default()));
     let image = format!("{}/app:v1", fake.host());

@@ -176,7 +176,11 @@ impl Transport {
     fn in_flight_limit(&self, api_host: &str) -> Arc<Semaphore> {
         let fresh = || Arc::new(Semaphore::new(MAX_REQUESTS_PER_REGISTRY));
         match self.in_flight.lock() {
-            Ok(mut map) => map.entry(api_host.to_string()).or_insert_with(fresh).clone(),
+            // Looked up by `&str` first: the host string is allocated once per host, not per request.
+            Ok(mut map) => match map.get(api_host) {
+                Some(limit) => limit.clone(),
+                None => map.entry(api_host.to_string()).or_insert_with(fresh).clone(),
+            },
             // A poisoned map only loses the bound, never the request.
             Err(_) => fresh(),
         }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use base64::Engine as _;
-use pullguard_tests::{certs::TestCa, registry::RegistryProcess, secret_volume::SecretVolume, seed::Seeder};
+use pullguard_tests::{
+    certs::TestCa, registry::RegistryProcess, secret_volume::SecretVolume, seed::Seeder, served::rss_kib,
+};
 
 use crate::{
     load::{Load, Record},
@@ -278,7 +280,7 @@ impl Sampler {
         let mut at = started;
         loop {
             tokio::time::sleep_until(at.into()).await;
-            match (server::rss_kib(self.pid), server::cpu_seconds(self.pid)) {
+            match (rss_kib(self.pid), server::cpu_seconds(self.pid)) {
                 (Ok(rss_kib), Ok(cpu_seconds)) => samples.push(Sample {
                     at: at.duration_since(started),
                     rss_kib,

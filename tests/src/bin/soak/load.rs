@@ -227,7 +227,7 @@ impl Load {
                 }
             }
         }
-        out.lag_p99_ms = crate::report::percentile(&mut lags, 99.0);
+        out.lag_p99_ms = pullguard_tests::stats::percentile(&mut lags, 99.0).unwrap_or(0.0);
         Ok(out)
     }
 

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, process::ExitStatus, time::Duration, time::Instant};
 
-use pullguard_tests::registry::AccessLogEntry;
+use pullguard_tests::{registry::AccessLogEntry, stats::percentile};
 
 use crate::{
     faults::{Outage, Rotation, Sample},
@@ -100,16 +100,6 @@ fn without_millis(text: &str) -> String {
 fn shorten(error: &str) -> String {
     let cause = error.rsplit(": ").next().unwrap_or(error);
     cause.chars().take(160).collect()
-}
-
-/// Nearest-rank percentile; sorts `values`. 0 for no values.
-pub fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
 }
 
 pub enum Outcome {
@@ -285,10 +275,13 @@ impl Figures<'_> {
         let tally = self.tally();
         let rss = self.rss_figures();
         let mut latencies = tally.latencies_ms.clone();
-        let (p50, p99) = (percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0));
+        let (p50, p99) = (
+            percentile(&mut latencies, 50.0).unwrap_or(0.0),
+            percentile(&mut latencies, 99.0).unwrap_or(0.0),
+        );
         let max_latency = latencies.last().copied().unwrap_or(0.0);
         let mut down_latencies = tally.down_latencies_ms.clone();
-        let down_p99 = percentile(&mut down_latencies, 99.0);
+        let down_p99 = percentile(&mut down_latencies, 99.0).unwrap_or(0.0);
         let failures: u64 = tally.failures.values().sum();
         let served: Vec<f64> =
             self.rotations.iter().filter_map(|r| r.served_after).map(|d| d.as_secs_f64()).collect();
@@ -508,8 +501,8 @@ impl Figures<'_> {
                 }
                 _ => "-".into(),
             };
-            let p50 = percentile(&mut latencies, 50.0);
-            let p99 = percentile(&mut latencies, 99.0);
+            let p50 = percentile(&mut latencies, 50.0).unwrap_or(0.0);
+            let p99 = percentile(&mut latencies, 99.0).unwrap_or(0.0);
             let max = latencies.last().copied().unwrap_or(0.0);
             let _ = writeln!(
                 out,
@@ -615,14 +608,6 @@ mod tests {
             "PG504 app: backing off for Nms, port 5000"
         );
         assert_eq!(without_millis("42"), "42");
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let mut values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&mut values, 99.0), 99.0);
-        assert_eq!(percentile(&mut values, 50.0), 50.0);
-        assert_eq!(percentile(&mut [], 99.0), 0.0);
     }
 
     #[test]

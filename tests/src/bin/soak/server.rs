@@ -1,20 +1,14 @@
 //! `pullguard serve` as the deployment runs it (a process of its own, JSON logs at info, files for
-//! the certificate), so its RSS and CPU time can be read from `/proc/<pid>`.
+//! the certificate, started through `pullguard_tests::served`), and its CPU time and the machine's
+//! load from `/proc`.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::ExitStatus, time::Duration};
 
-use anyhow::{Context, Result, anyhow, bail};
-use pullguard_tests::secret_volume::SecretVolume;
-use tokio::process::{Child, Command};
+use anyhow::{Context, Result};
+use pullguard_tests::{secret_volume::SecretVolume, served::Served};
+use tokio::process::Command;
 
 use crate::faults::Plan;
-
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Default)]
 pub struct LogSummary {
@@ -25,11 +19,7 @@ pub struct LogSummary {
 }
 
 pub struct Pullguard {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
+    served: Served,
 }
 
 impl Pullguard {
@@ -40,7 +30,6 @@ impl Pullguard {
         plan: &Plan,
         log: &Path,
     ) -> Result<Pullguard> {
-        let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(bin);
         command
             .arg("serve")
@@ -53,67 +42,24 @@ impl Pullguard {
             .arg(volume.key())
             .arg("--tls-reload-interval")
             .arg(format!("{}ms", plan.reload_interval.as_millis()));
-        // Nothing from the caller's environment may point it at a cluster or change its settings.
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            if text.starts_with("PULLGUARD_") || text.starts_with("KUBERNETES_") || text == "KUBECONFIG" {
-                command.env_remove(&name);
-            }
-        }
-        // stderr goes to a file: a pipe nobody drains would stall the server under load.
-        let child = command
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("pullguard exited at once"))?;
-        let mut server = Pullguard {
-            child,
-            pid,
-            addr: ([127, 0, 0, 1], 0).into(),
-            admin: ([127, 0, 0, 1], 0).into(),
-            log: log.to_path_buf(),
-        };
-        let started = Instant::now();
-        loop {
-            if let Some((addr, admin)) = server.log_text().lines().find_map(serving_addresses) {
-                server.addr = addr;
-                server.admin = admin;
-                return Ok(server);
-            }
-            if let Some(status) = server.child.try_wait()? {
-                bail!("pullguard exited with {status} before serving; log:\n{}", server.log_text());
-            }
-            if started.elapsed() > START_TIMEOUT {
-                bail!("pullguard did not serve within {START_TIMEOUT:?}; log:\n{}", server.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        Ok(Pullguard { served: Served::spawn(command, log).await? })
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.served.pid()
     }
 
     /// By name, as the API server calls it: the certificate is for `localhost`.
     pub fn url(&self) -> String {
-        format!("https://localhost:{}/validate", self.addr.port())
-    }
-
-    /// The log as text; only for start-up, while it is short.
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        format!("https://localhost:{}/validate", self.served.addr().port())
     }
 
     /// Panics and WARN/ERROR lines, read line by line: at info level the log gets hundreds of
     /// megabytes in a full soak.
     pub fn log_summary(&self) -> Result<LogSummary> {
         use std::io::BufRead as _;
-        let file =
-            std::fs::File::open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
+        let path = self.served.log_path();
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut summary = LogSummary::default();
         for line in std::io::BufReader::new(file).split(b'\n') {
             let line = line.context("reading the server log")?;
@@ -130,28 +76,18 @@ impl Pullguard {
 
     /// `None` while it runs.
     pub fn exit_status(&mut self) -> Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
+        self.served.exit_status()
     }
 
     pub async fn metrics(&self) -> Result<String> {
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build()?;
-        let response = client.get(format!("http://{}/metrics", self.admin)).send().await?;
+        let response = client.get(format!("http://{}/metrics", self.served.admin_addr())).send().await?;
         Ok(response.error_for_status()?.text().await?)
     }
 
-    pub async fn stop(mut self) {
-        // Only that it is gone matters; kill fails on an already exited child.
-        let _ = self.child.kill().await;
+    pub async fn stop(self) {
+        self.served.stop().await;
     }
-}
-
-/// `VmRSS` of `pid` in KiB: what a container memory limit is charged for.
-pub fn rss_kib(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS line")?;
-    let kib = line.split_whitespace().nth(1).context("empty VmRSS line")?;
-    kib.parse().with_context(|| format!("VmRSS {kib:?}"))
 }
 
 /// Utime + stime of `pid` in seconds.
@@ -191,29 +127,13 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
-/// `pullguard: serving https://A/validate (admin http://B)` -> (A, B).
-fn serving_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let (_, rest) = line.split_once("serving https://")?;
-    let (addr, rest) = rest.split_once("/validate")?;
-    let (_, admin) = rest.split_once("(admin http://")?;
-    Some((addr.parse().ok()?, admin.trim_end_matches(')').parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_serving_line() {
-        let line = "pullguard: serving https://127.0.0.1:4100/validate (admin http://127.0.0.1:4101)";
-        let (addr, admin) = serving_addresses(line).unwrap();
-        assert_eq!((addr.port(), admin.port()), (4100, 4101));
-        assert!(serving_addresses("pullguard: listening").is_none());
-    }
-
-    #[test]
     fn reads_its_own_proc_entries() {
-        assert!(rss_kib(std::process::id()).unwrap() > 0);
+        assert!(pullguard_tests::served::rss_kib(std::process::id()).unwrap() > 0);
         assert!(cpu_seconds(std::process::id()).unwrap() >= 0.0);
     }
 }
