@@ -51,7 +51,9 @@ async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
     let deadline = Instant::now() + inspector.config().deadline.0;
     let credentials = PodCredentials::none();
     let context = PodContext { targets: None, credentials: &credentials };
-    inspector.inspect(&containers, context, InspectOptions { offline: false, deadline }).await
+    inspector
+        .inspect(&containers, context, InspectOptions { offline: false, deadline, image_reports: true })
+        .await
 }
 
 fn codes(inspection: &Inspection) -> Vec<Code> {
@@ -311,8 +313,9 @@ async fn requests_in_flight_to_one_registry_are_bounded() {
     let context = PodContext { targets: None, credentials: &credentials };
     let deadline = Instant::now() + inspector.config().deadline.0;
     let started = std::time::Instant::now();
-    let inspection =
-        inspector.inspect(&containers, context, InspectOptions { offline: false, deadline }).await;
+    let inspection = inspector
+        .inspect(&containers, context, InspectOptions { offline: false, deadline, image_reports: true })
+        .await;
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     assert_eq!(inspection.findings.len(), 40);
     assert!(inspection.findings.iter().all(|finding| finding.code == Code::Pg501));

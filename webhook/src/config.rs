@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 use crate::{
     finding::{Code, Severity},
     glob,
+    reference::ImageRef,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -420,9 +421,16 @@ impl Config {
     }
 
     /// Exempt images are matched as written and normalised, so both `nginx*` and `docker.io/library/*` work.
-    pub fn is_exempt_image(&self, as_written: &str, normalized: Option<&str>) -> bool {
+    /// `image`: the parsed reference, whose normalised form also counts (built only when there
+    /// are patterns: this runs for every image of every admission).
+    pub fn is_exempt_image(&self, as_written: &str, image: Option<&ImageRef>) -> bool {
+        if self.exempt_images.is_empty() {
+            return false;
+        }
+        let normalized = image.map(ImageRef::normalized);
         self.exempt_images.iter().any(|pattern| {
-            glob::matches(pattern, as_written) || normalized.is_some_and(|name| glob::matches(pattern, name))
+            glob::matches(pattern, as_written)
+                || normalized.as_deref().is_some_and(|name| glob::matches(pattern, name))
         })
     }
 }
@@ -458,6 +466,11 @@ nodePoolLabels: [cloud.google.com/gke-nodepool]
         assert_eq!(config.severity_of(Code::Pg501), Some(Severity::Error));
         assert!(config.registry("registry.internal:5000").unwrap().insecure);
         assert!(config.is_exempt_image("registry.k8s.io/pause:3.9", None));
+        // The normalised form counts too: `pause` is `docker.io/library/pause:latest`.
+        let exempt_hub = Config::from_yaml("exemptImages: [\"docker.io/library/*\"]\n").unwrap();
+        let pause = ImageRef::parse("pause").unwrap();
+        assert!(exempt_hub.is_exempt_image("pause", Some(&pause)));
+        assert!(!config.is_exempt_image("pause", Some(&pause)));
         config.validate().unwrap();
     }
 

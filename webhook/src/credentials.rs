@@ -30,16 +30,19 @@ pub struct Credential {
     source: String,
     /// The docker config key it was stored under.
     key: String,
+    /// See [`Credential::identity`]; hashed once, as every cached lookup keys on it.
+    identity: String,
 }
 
 impl Credential {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Credential {
-        Credential {
-            username: username.into(),
-            password: password.into(),
-            source: String::new(),
-            key: String::new(),
-        }
+        let (username, password) = (username.into(), password.into());
+        let mut hasher = Sha256::new();
+        hasher.update(username.as_bytes());
+        hasher.update([0]);
+        hasher.update(password.as_bytes());
+        let identity = hex::encode(&hasher.finalize()[..12]);
+        Credential { username, password, source: String::new(), key: String::new(), identity }
     }
 
     pub fn with_origin(mut self, source: impl Into<String>, key: impl Into<String>) -> Credential {
@@ -65,12 +68,8 @@ impl Credential {
     }
 
     /// A short, one-way handle: equal credentials share cache entries, different ones never do.
-    pub fn identity(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.username.as_bytes());
-        hasher.update([0]);
-        hasher.update(self.password.as_bytes());
-        hex::encode(&hasher.finalize()[..12])
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 }
 
@@ -154,11 +153,10 @@ impl Keyring {
 
     /// Every credential the kubelet would try for this image, in its order.
     pub fn lookup(&self, image: &ImageRef) -> Vec<&Credential> {
-        let name = image.name();
         let mut found: Vec<&Credential> = self
             .entries
             .iter()
-            .filter(|(key, _)| url_matches(key, &name))
+            .filter(|(key, _)| url_matches(key, image.registry(), image.repository()))
             .map(|(_, credential)| credential)
             .collect();
         if found.is_empty() && image.is_docker_hub() {
@@ -232,11 +230,11 @@ fn index_key(key: &str) -> String {
     if path.is_empty() { host.to_string() } else { format!("{host}/{path}") }
 }
 
-/// The kubelet's URLsMatch: per-label globs on the host, equal ports, path prefix.
-fn url_matches(key: &str, image_name: &str) -> bool {
+/// The kubelet's URLsMatch on `registry/repository`: per-label globs on the host, equal ports,
+/// path prefix. A registry never contains '/', so it is the image's host part.
+fn url_matches(key: &str, registry: &str, repository: &str) -> bool {
     let (key_host, key_path) = key.split_once('/').unwrap_or((key, ""));
-    let (image_host, image_path) = image_name.split_once('/').unwrap_or((image_name, ""));
-    glob::host_matches(key_host, image_host) && image_path.starts_with(key_path)
+    glob::host_matches(key_host, registry) && repository.starts_with(key_path)
 }
 
 #[cfg(test)]

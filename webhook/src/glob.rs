@@ -4,17 +4,28 @@
 
 /// `*` matches any run of characters, `?` exactly one.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
+    // Runs on every admission for every image and namespace pattern: ASCII (all Kubernetes names
+    // and image references) is matched in place; anything else by characters, so that `?` is one.
+    if pattern.is_ascii() && text.is_ascii() {
+        wildcard(pattern.as_bytes(), text.as_bytes(), |a, b| a == b)
+    } else {
+        let pattern: Vec<char> = pattern.chars().collect();
+        let text: Vec<char> = text.chars().collect();
+        wildcard(&pattern, &text, |a, b| a == b)
+    }
+}
+
+/// Greedy `*` with one backtrack point: linear in practice, quadratic at worst, never exponential.
+fn wildcard<T: Copy + PartialEq + Wildcards>(pattern: &[T], text: &[T], same: impl Fn(T, T) -> bool) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while t < text.len() {
         match pattern.get(p) {
-            Some('*') => {
+            Some(&c) if c == T::STAR => {
                 backtrack = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == '?' || c == text[t] => {
+            Some(&c) if c == T::ANY || same(c, text[t]) => {
                 p += 1;
                 t += 1;
             }
@@ -28,7 +39,22 @@ pub fn matches(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern[p..].iter().all(|&c| c == T::STAR)
+}
+
+trait Wildcards {
+    const STAR: Self;
+    const ANY: Self;
+}
+
+impl Wildcards for u8 {
+    const STAR: u8 = b'*';
+    const ANY: u8 = b'?';
+}
+
+impl Wildcards for char {
+    const STAR: char = '*';
+    const ANY: char = '?';
 }
 
 /// `host[:port]` against a pattern: same number of labels, `*` globbing within one label, ports equal.
@@ -38,13 +64,19 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     if pattern_port != host_port {
         return false;
     }
-    let pattern_labels: Vec<&str> = pattern_host.split('.').collect();
-    let host_labels: Vec<&str> = host_name.split('.').collect();
-    pattern_labels.len() == host_labels.len()
-        && pattern_labels
-            .iter()
-            .zip(&host_labels)
-            .all(|(pattern, label)| matches(&pattern.to_ascii_lowercase(), &label.to_ascii_lowercase()))
+    if pattern_host.split('.').count() != host_name.split('.').count() {
+        return false;
+    }
+    pattern_host.split('.').zip(host_name.split('.')).all(|(pattern, label)| label_matches(pattern, label))
+}
+
+/// One DNS label against its pattern, ignoring ASCII case.
+fn label_matches(pattern: &str, label: &str) -> bool {
+    if pattern.is_ascii() && label.is_ascii() {
+        wildcard(pattern.as_bytes(), label.as_bytes(), |a, b| a.eq_ignore_ascii_case(&b))
+    } else {
+        matches(&pattern.to_ascii_lowercase(), &label.to_ascii_lowercase())
+    }
 }
 
 /// Splits a port off `host:port`, leaving bracketed IPv6 literals intact.
@@ -74,6 +106,12 @@ mod tests {
         assert!(matches("a?c", "abc"));
         assert!(!matches("a?c", "ac"));
         assert!(matches("*", ""));
+        assert!(matches("a*b*c", "aXbYbZc"));
+        assert!(!matches("a*b*c", "aXbYbZ"));
+        assert!(!matches("Kube-*", "kube-system"));
+        // Outside ASCII, `?` is one character, not one byte.
+        assert!(matches("r?sum?", "résumé"));
+        assert!(!matches("r??sum?", "résumé"));
     }
 
     #[test]
@@ -86,6 +124,10 @@ mod tests {
         assert!(host_matches("127.0.0.1:*", "127.0.0.1:*"));
         assert!(host_matches("[::1]:5000", "[::1]:5000"));
         assert!(host_matches("Registry.Example.com", "registry.example.com"));
+        assert!(host_matches("*.Corp.example", "REGISTRY.corp.EXAMPLE"));
+        assert!(host_matches("reg-?.corp", "reg-1.corp"));
+        assert!(!host_matches("reg-?.corp", "reg-10.corp"));
+        assert!(host_matches("bücher.example", "BüCHER.example"));
     }
 
     #[test]

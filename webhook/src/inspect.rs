@@ -65,6 +65,8 @@ pub struct InspectOptions {
     /// Static checks only: nothing is sent to any registry.
     pub offline: bool,
     pub deadline: Instant,
+    /// Build [`Inspection::images`] (the CLI prints it; an admission answer has no use for it).
+    pub image_reports: bool,
 }
 
 pub struct Inspector {
@@ -74,13 +76,14 @@ pub struct Inspector {
     keyring: Keyring,
 }
 
-struct Resolved {
+/// `'c`: the pod's and the node's credentials, borrowed for the one inspection.
+struct Resolved<'c> {
     parsed: Result<ImageRef, ReferenceError>,
     outcome: Option<Result<Arc<ImageFacts>, LookupError>>,
     /// The credential used (or, offline, the one that would be used first).
-    credential: Option<CredentialReport>,
+    credential: Option<&'c Credential>,
     /// Every matching credential, in the order tried, for messages.
-    tried: Vec<String>,
+    tried: Vec<&'c Credential>,
     authenticated: bool,
 }
 
@@ -137,11 +140,20 @@ impl Inspector {
             let subject = Subject { container: &first.name, image: &first.image };
             findings.extend(checks::unused_secret_findings(subject, pod.credentials));
         }
-        let images = distinct.iter().zip(resolved).map(|(input, resolved)| report(input, resolved)).collect();
+        let images = if options.image_reports {
+            distinct.iter().zip(resolved).map(|(input, resolved)| report(input, resolved)).collect()
+        } else {
+            Vec::new()
+        };
         Inspection { findings: checks::grade(findings, &self.config), images }
     }
 
-    fn findings_for(&self, subject: Subject<'_>, resolved: &Resolved, pod: PodContext<'_>) -> Vec<Finding> {
+    fn findings_for(
+        &self,
+        subject: Subject<'_>,
+        resolved: &Resolved<'_>,
+        pod: PodContext<'_>,
+    ) -> Vec<Finding> {
         let mut findings = checks::reference_findings(subject, &resolved.parsed);
         if let (Ok(image), Some(outcome)) = (&resolved.parsed, &resolved.outcome) {
             match outcome {
@@ -164,7 +176,12 @@ impl Inspector {
         findings
     }
 
-    async fn resolve_one(&self, input: &str, pod: &PodCredentials, options: InspectOptions) -> Resolved {
+    async fn resolve_one<'c>(
+        &'c self,
+        input: &str,
+        pod: &'c PodCredentials,
+        options: InspectOptions,
+    ) -> Resolved<'c> {
         let parsed = ImageRef::parse(input);
         let Ok(image) = &parsed else {
             return Resolved {
@@ -178,12 +195,10 @@ impl Inspector {
         // Pod secrets first, then node-level credentials: the kubelet's union keyring order.
         let mut credentials = pod.keyring.lookup(image);
         credentials.extend(self.keyring.lookup(image));
-        let tried: Vec<String> =
-            credentials.iter().map(|c| format!("{} (key {})", c.source(), c.key())).collect();
-        let credential = credentials.first().map(|credential| credential_report(credential));
-        let exempt = self.config.is_exempt_image(input, Some(&image.normalized()));
+        let credential = credentials.first().copied();
+        let exempt = self.config.is_exempt_image(input, Some(image));
         if options.offline || exempt {
-            return Resolved { parsed, outcome: None, credential, tried, authenticated: false };
+            return Resolved { parsed, outcome: None, credential, tried: credentials, authenticated: false };
         }
         let lookup = self.resolve_with(image, &credentials);
         let (outcome, used) = match tokio::time::timeout_at(options.deadline, lookup).await {
@@ -191,8 +206,8 @@ impl Inspector {
             Err(_) => (Err(LookupError::Deadline), None),
         };
         let authenticated = used.is_some();
-        let credential = used.map(credential_report).or(credential);
-        Resolved { parsed, outcome: Some(outcome), credential, tried, authenticated }
+        let credential = used.or(credential);
+        Resolved { parsed, outcome: Some(outcome), credential, tried: credentials, authenticated }
     }
 
     /// The kubelet tries every matching credential in order until one works; so do we.
@@ -221,7 +236,7 @@ fn credential_report(credential: &Credential) -> CredentialReport {
     CredentialReport { source: credential.source().into(), key: credential.key().into() }
 }
 
-fn report(input: &str, resolved: Resolved) -> ImageReport {
+fn report(input: &str, resolved: Resolved<'_>) -> ImageReport {
     let facts = match &resolved.outcome {
         Some(Ok(facts)) => Some(facts.clone()),
         _ => None,
@@ -235,7 +250,7 @@ fn report(input: &str, resolved: Resolved) -> ImageReport {
             tag: image.effective_tag().map(str::to_string),
             digest: image.digest().map(str::to_string),
             resolved_digest: facts.as_ref().map(|facts| facts.digest.clone()),
-            credential: resolved.credential,
+            credential: resolved.credential.map(credential_report),
             facts,
         },
         Err(_) => ImageReport {

@@ -1,17 +1,22 @@
 //! Prometheus metrics, prefixed `pullguard_`. Labels carry kinds, verdicts, registry hosts,
 //! outcomes and finding codes, never an image path, a user, or anything from a credential.
 
+use std::borrow::Cow;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
+// Label values that are known words are borrowed: every admission counts itself, its cache
+// lookups and its findings, and none of that should allocate.
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    pub kind: String,
-    pub operation: String,
-    pub verdict: String,
+    pub kind: Cow<'static, str>,
+    pub operation: Cow<'static, str>,
+    pub verdict: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,13 +32,13 @@ pub struct HostLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    pub result: String,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FindingLabels {
-    pub code: String,
-    pub severity: String,
+    pub code: &'static str,
+    pub severity: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,7 +137,7 @@ impl Metrics {
 
     pub fn cache_lookup(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        self.cache_lookups.get_or_create(&CacheLabels { result: result.into() }).inc();
+        self.cache_lookups.get_or_create(&CacheLabels { result }).inc();
     }
 }
 

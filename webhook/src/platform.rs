@@ -53,6 +53,11 @@ impl Platform {
         if self.os != image.os {
             return false;
         }
+        // What node labels give (no variant) on the architectures that then accept every variant
+        // of their own; decided without building the list below.
+        if self.variant.is_empty() && self.architecture == image.architecture && self.architecture != "arm" {
+            return true;
+        }
         compatible_architectures(self).iter().any(|(arch, variant)| {
             arch == &image.architecture
                 && (variant.is_none() || variant.as_deref() == Some(image.variant.as_str()))

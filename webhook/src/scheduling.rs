@@ -31,12 +31,33 @@ pub struct NodeFacts {
 impl NodeFacts {
     /// The node's pool: the first configured pool label it carries, else its instance type.
     pub fn pool(&self, pool_labels: &[String]) -> String {
+        self.pool_name(pool_labels).to_string()
+    }
+
+    /// [`NodeFacts::pool`], borrowed from the node: candidates are grouped on every admission.
+    pub fn pool_name<'a>(&'a self, pool_labels: &'a [String]) -> PoolName<'a> {
         pool_labels
             .iter()
             .map(String::as_str)
             .chain([FALLBACK_POOL_LABEL])
-            .find_map(|label| self.labels.get(label).map(|value| format!("{label}={value}")))
-            .unwrap_or_else(|| format!("node {}", self.name))
+            .find_map(|label| self.labels.get(label).map(|value| PoolName::Label(label, value)))
+            .unwrap_or(PoolName::Node(&self.name))
+    }
+}
+
+/// `label=value`, or `node NAME` for a node that carries no pool label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PoolName<'a> {
+    Label(&'a str, &'a str),
+    Node(&'a str),
+}
+
+impl std::fmt::Display for PoolName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolName::Label(label, value) => write!(f, "{label}={value}"),
+            PoolName::Node(name) => write!(f, "node {name}"),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 pub mod review;
 pub mod workload;
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use kube::core::{Status, admission::Operation};
 use tokio::time::Instant;
@@ -124,14 +124,17 @@ impl Admission {
         let Some(object) = request.object else {
             return Outcome::Skipped(Skip::NoObject);
         };
-        let metadata = match object.metadata() {
-            Ok(metadata) => metadata,
-            Err(error) => return Outcome::Unreadable(format!("metadata is malformed: {error}")),
+        let (metadata, spec) = match kind.metadata_and_spec_json(object) {
+            Some((metadata, spec)) => (metadata, Some(spec)),
+            None => match object.metadata() {
+                Ok(metadata) => (metadata, None),
+                Err(error) => return Outcome::Unreadable(format!("metadata is malformed: {error}")),
+            },
         };
         if kind == WorkloadKind::Pod && metadata.controller_owned && !config.check_controller_pods {
             return Outcome::Skipped(Skip::ControllerOwned);
         }
-        let spec = match kind.pod_spec_json(object) {
+        let spec = match spec.unwrap_or_else(|| kind.pod_spec_json(object)) {
             Ok(spec) => spec,
             Err(error) => return Outcome::Unreadable(error.to_string()),
         };
@@ -165,7 +168,7 @@ impl Admission {
             }
             None => PodCredentials::unknown(&spec, is_pod, "pullguard runs without a Kubernetes API"),
         };
-        let options = InspectOptions { offline: false, deadline };
+        let options = InspectOptions { offline: false, deadline, image_reports: false };
         let context = PodContext { targets: Some(&targets), credentials: &credentials };
         let mut inspection = self.inspector.inspect(&wanted, context, options).await;
         if let Some(cluster) = &self.cluster
@@ -231,33 +234,38 @@ pub fn record_outcome(
         Outcome::Checked { verdict, .. } if !verdict.warnings.is_empty() => "warned",
         Outcome::Checked { .. } => "allowed",
     };
+    let kind = match WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) {
+        Some(kind) => Cow::Borrowed(kind.name()),
+        None => Cow::Owned(request.kind.kind.clone()),
+    };
     let labels = AdmissionLabels {
-        kind: request.kind.kind.clone(),
-        operation: format!("{:?}", request.operation).to_uppercase(),
+        kind,
+        operation: operation_name(&request.operation).into(),
         verdict: verdict.into(),
     };
     metrics.admissions.get_or_create(&labels).inc();
     metrics.admission_duration.observe(elapsed.as_secs_f64());
     if let Outcome::Checked { findings, .. } = outcome {
         for finding in findings {
-            let labels =
-                FindingLabels { code: finding.code.as_str().into(), severity: finding.severity.to_string() };
+            let labels = FindingLabels { code: finding.code.as_str(), severity: finding.severity.as_str() };
             metrics.findings.get_or_create(&labels).inc();
         }
+    }
+}
+
+/// As the API server spells it on the wire.
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
     }
 }
 
 /// One log line per admission, with the identifiers an operator greps for.
 pub fn log_outcome(request: &ReviewRequest<'_>, outcome: &Outcome, elapsed_ms: u128) {
     let namespace = request.namespace.as_deref().unwrap_or("");
-    let (verdict, codes) = match outcome {
-        Outcome::Skipped(skip) => (skip.label().to_string(), String::new()),
-        Outcome::Unreadable(reason) => (format!("unreadable: {reason}"), String::new()),
-        Outcome::Checked { verdict, findings, mode } => (
-            format!("{}:{}", mode, if verdict.allowed { "allowed" } else { "denied" }),
-            findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","),
-        ),
-    };
     info!(
         uid = %request.uid,
         kind = %request.kind.kind,
@@ -265,9 +273,43 @@ pub fn log_outcome(request: &ReviewRequest<'_>, outcome: &Outcome, elapsed_ms: u
         namespace,
         name = %request.name,
         dry_run = request.dry_run,
-        verdict,
-        codes,
+        verdict = %LoggedVerdict(outcome),
+        codes = %LoggedCodes(outcome),
         elapsed_ms,
         "admission"
     );
+}
+
+/// `enforce:allowed`, `warn:denied`, a skip reason or `unreadable: why`, written straight into
+/// the log line.
+struct LoggedVerdict<'a>(&'a Outcome);
+
+impl std::fmt::Display for LoggedVerdict<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Outcome::Skipped(skip) => f.write_str(skip.label()),
+            Outcome::Unreadable(reason) => write!(f, "unreadable: {reason}"),
+            Outcome::Checked { verdict, mode, .. } => {
+                write!(f, "{mode}:{}", if verdict.allowed { "allowed" } else { "denied" })
+            }
+        }
+    }
+}
+
+/// The finding codes, comma-separated; empty when nothing was checked or found.
+struct LoggedCodes<'a>(&'a Outcome);
+
+impl std::fmt::Display for LoggedCodes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Outcome::Checked { findings, .. } = self.0 else {
+            return Ok(());
+        };
+        for (index, finding) in findings.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(finding.code.as_str())?;
+        }
+        Ok(())
+    }
 }

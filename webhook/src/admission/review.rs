@@ -111,7 +111,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMetadata {
     #[serde(default, rename = "ownerReferences", deserialize_with = "controller_owned")]
@@ -218,6 +218,21 @@ impl ReviewAnswer {
         }
     }
 
+    /// About the size of the serialized answer: the envelope plus every string it carries, with
+    /// room for escaping (the findings annotation is JSON inside a JSON string).
+    pub fn size_hint(&self) -> usize {
+        let response = &self.response;
+        let strings = response.uid.len()
+            + response.warnings.iter().map(|warning| warning.len() + 3).sum::<usize>()
+            + response
+                .audit_annotations
+                .iter()
+                .map(|(key, value)| key.len() + value.len() + 6)
+                .sum::<usize>()
+            + response.status.as_ref().map_or(0, |status| status.message.len() + status.reason.len() + 64);
+        160 + strings + strings / 8
+    }
+
     /// The answer to a body that is not a review: there is no uid to echo.
     pub fn invalid(reason: &str) -> ReviewAnswer {
         let mut answer = ReviewAnswer::allow("");
@@ -283,6 +298,8 @@ mod tests {
         assert_eq!(json["response"]["allowed"], true);
         assert_eq!(json["response"]["warnings"][0], "w");
         assert!(json["response"].get("status").is_none());
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(answer.size_hint() >= text.len() && answer.size_hint() < 2 * text.len() + 200, "{text}");
         let invalid = serde_json::to_value(ReviewAnswer::invalid("bad")).unwrap();
         assert_eq!(invalid["response"]["allowed"], false);
         assert_eq!(invalid["response"]["status"]["code"], 400);

@@ -15,7 +15,7 @@ use serde::{
 };
 use serde_json::Value;
 
-use super::review::{KeyIs, RawObject};
+use super::review::{KeyIs, ObjectMetadata, RawObject};
 use crate::inspect::{ContainerImage, ContainerKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,23 @@ impl WorkloadKind {
         })
     }
 
+    /// The object's metadata and pod spec in one pass over its JSON text (the review's largest
+    /// part, so each pass counts). `None` when that pass fails anywhere: the caller then reads
+    /// metadata and spec one after the other, which names the part that is broken and skips a
+    /// controller-owned Pod before its spec is judged.
+    pub fn metadata_and_spec_json(
+        self,
+        object: RawObject<'_>,
+    ) -> Option<(ObjectMetadata, Result<PodSpec, WorkloadError>)> {
+        let (path, keys) = self.spec_path();
+        let (&spec_key, rest) = keys.split_first()?;
+        let mut parser = serde_json::Deserializer::from_str(object.json());
+        let (metadata, spec) = (&mut parser).deserialize_map(MetadataAndSpec { spec_key, rest }).ok()?;
+        parser.end().ok()?;
+        let spec = spec.ok_or_else(|| WorkloadError::MissingSpec { kind: self.name().to_string(), path });
+        Some((metadata, spec))
+    }
+
     fn extract(
         self,
         parse: impl FnOnce(&'static [&'static str]) -> Result<Option<PodSpec>, serde_json::Error>,
@@ -137,6 +154,70 @@ impl<'de> DeserializeSeed<'de> for SpecAt {
 struct Walk {
     key: &'static str,
     rest: &'static [&'static str],
+}
+
+/// The top level of an object: `metadata` built, the pod spec followed from `spec_key` down
+/// `rest`, the rest skipped.
+struct MetadataAndSpec {
+    spec_key: &'static str,
+    rest: &'static [&'static str],
+}
+
+enum TopField {
+    Metadata,
+    Spec,
+    Other,
+}
+
+impl<'de> Visitor<'de> for MetadataAndSpec {
+    type Value = (ObjectMetadata, Option<PodSpec>);
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut metadata, mut spec) = (None, None);
+        while let Some(field) = map.next_key_seed(TopKey { spec_key: self.spec_key })? {
+            match field {
+                // As a derived struct would: the two-pass reading then reports it.
+                TopField::Metadata if metadata.is_some() => {
+                    return Err(de::Error::duplicate_field("metadata"));
+                }
+                TopField::Metadata => metadata = Some(map.next_value::<ObjectMetadata>()?),
+                TopField::Spec => spec = map.next_value_seed(SpecAt(self.rest))?,
+                TopField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((metadata.unwrap_or_default(), spec))
+    }
+}
+
+struct TopKey {
+    spec_key: &'static str,
+}
+
+impl<'de> DeserializeSeed<'de> for TopKey {
+    type Value = TopField;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<TopField, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopKey {
+    type Value = TopField;
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a string key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<TopField, E> {
+        Ok(match key {
+            "metadata" => TopField::Metadata,
+            key if key == self.spec_key => TopField::Spec,
+            _ => TopField::Other,
+        })
+    }
 }
 
 impl<'de> Visitor<'de> for Walk {
@@ -311,6 +392,52 @@ mod tests {
         assert_eq!(spec.affinity, parsed.affinity);
         assert_eq!(spec.tolerations, parsed.tolerations);
         assert!(spec.volumes.is_none(), "fields no check reads are not built");
+    }
+
+    /// One pass gives what metadata() and pod_spec_json() give, on every captured review.
+    #[test]
+    fn one_pass_reads_what_two_passes_read() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+        let mut compared = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let Ok(request) = super::super::ReviewRequest::decode(&body) else { continue };
+            let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
+                continue;
+            };
+            for object in [request.object, request.old_object].into_iter().flatten() {
+                let (metadata, spec) = kind.metadata_and_spec_json(object).unwrap();
+                assert_eq!(metadata, object.metadata().unwrap(), "{}", path.display());
+                assert_eq!(spec.unwrap(), kind.pod_spec_json(object).unwrap(), "{}", path.display());
+                compared += 1;
+            }
+        }
+        assert!(compared >= 20, "only {compared} objects compared");
+    }
+
+    #[test]
+    fn one_pass_gives_way_on_any_fault() {
+        let read = |text: &str| {
+            let object: RawObject<'_> = serde_json::from_str(text).unwrap();
+            WorkloadKind::Pod.metadata_and_spec_json(object)
+        };
+        let (metadata, spec) = read(
+            r#"{"spec":{"containers":[{"name":"a","image":"x"}]},"spec":{"containers":[]},
+               "metadata":{"ownerReferences":[{"controller":true}]}}"#,
+        )
+        .unwrap();
+        assert!(metadata.controller_owned);
+        assert!(spec.unwrap().containers.is_empty(), "a repeated key wins last");
+        assert!(matches!(read(r#"{"metadata":{}}"#).unwrap().1, Err(WorkloadError::MissingSpec { .. })));
+        // Faults are left to the two-pass reading, which says which part is broken.
+        assert!(read(r#"{"metadata":{},"metadata":{}}"#).is_none());
+        assert!(read(r#"{"metadata":{"ownerReferences":7},"spec":{}}"#).is_none());
+        assert!(read(r#"{"metadata":{},"spec":{"containers":{}}}"#).is_none());
+        assert!(read(r#"{"metadata":null,"spec":{}}"#).is_none());
     }
 
     #[test]

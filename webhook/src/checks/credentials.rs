@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::Subject;
 use crate::{
+    credentials::Credential,
     finding::{Code, Finding, Severity},
     pod_credentials::PodCredentials,
     reference::ImageRef,
@@ -17,8 +18,8 @@ pub struct CredentialUse<'a> {
     pub pod: &'a PodCredentials,
     /// The registry is declared as pulled with node credentials (a cloud credential provider).
     pub node_credentials: bool,
-    /// The matching credentials that were tried, as "secret ns/name (key host)".
-    pub tried: &'a [String],
+    /// The matching credentials that were tried, in order.
+    pub tried: &'a [&'a Credential],
     /// Whether the outcome came from an authenticated lookup.
     pub authenticated: bool,
 }
@@ -39,7 +40,7 @@ pub fn credential_findings(
                 "{registry} rejected the credentials for {} (401): {}. They are wrong, revoked or expired, \
                  and the kubelet's pull fails the same way. Renew the token or password in the pull secret.",
                 image.repository(),
-                usage.tried.join(", ")
+                describe_tried(usage.tried)
             ),
         )),
         Err(LookupError::Denied) => Some(subject.finding(
@@ -52,7 +53,7 @@ pub fn credential_findings(
                 if usage.tried.is_empty() {
                     String::new()
                 } else {
-                    format!(" with {}", usage.tried.join(", "))
+                    format!(" with {}", describe_tried(usage.tried))
                 }
             ),
         )),
@@ -69,6 +70,11 @@ pub fn credential_findings(
         _ => None,
     };
     finding.into_iter().collect()
+}
+
+/// "secret ns/name (key host), ...": which credentials were tried, for messages.
+fn describe_tried(tried: &[&Credential]) -> String {
+    tried.iter().map(|c| format!("{} (key {})", c.source(), c.key())).collect::<Vec<_>>().join(", ")
 }
 
 /// The registry wants credentials and none matched: say precisely why.
@@ -201,7 +207,7 @@ pub fn unused_secret_findings(subject: Subject<'_>, pod: &PodCredentials) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::{Credential, Keyring, SecretProblem};
+    use crate::credentials::{Keyring, SecretProblem};
 
     fn image(text: &str) -> ImageRef {
         ImageRef::parse(text).unwrap()

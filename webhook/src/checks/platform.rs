@@ -9,7 +9,7 @@ use crate::{
     finding::{Code, Finding},
     platform::Platform,
     registry::ImageFacts,
-    scheduling::NodeFacts,
+    scheduling::{NodeFacts, PoolName},
 };
 
 /// Where a pod can run, as far as platforms go.
@@ -33,13 +33,21 @@ pub struct Pool {
 impl NodeTargets {
     /// Groups candidate nodes by pool and platform (a pool with mixed platforms appears once per platform).
     pub fn from_nodes(candidates: &[&NodeFacts], pool_labels: &[String]) -> NodeTargets {
-        let mut pools: BTreeMap<(String, Platform), usize> = BTreeMap::new();
+        let mut counted: BTreeMap<(PoolName<'_>, &Platform), usize> = BTreeMap::new();
         for node in candidates {
-            *pools.entry((node.pool(pool_labels), node.platform.clone())).or_default() += 1;
+            *counted.entry((node.pool_name(pool_labels), &node.platform)).or_default() += 1;
         }
-        NodeTargets::Pools(
-            pools.into_iter().map(|((name, platform), nodes)| Pool { name, platform, nodes }).collect(),
-        )
+        let mut pools: Vec<Pool> = counted
+            .into_iter()
+            .map(|((name, platform), nodes)| Pool {
+                name: name.to_string(),
+                platform: platform.clone(),
+                nodes,
+            })
+            .collect();
+        // By name as written, which is how messages list them.
+        pools.sort_by(|a, b| (&a.name, &a.platform).cmp(&(&b.name, &b.platform)));
+        NodeTargets::Pools(pools)
     }
 
     /// Stand-in nodes for `check --platform`: one pool per platform.

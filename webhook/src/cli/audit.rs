@@ -100,7 +100,11 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
                     PodCredentials::read(reader, &workload.namespace, &workload.spec, is_pod).await;
                 let targets = node_targets(&workload, nodes, &config.node_pool_labels);
                 let context = PodContext { targets: Some(&targets), credentials: &credentials };
-                let options = InspectOptions { offline: false, deadline: Instant::now() + config.deadline.0 };
+                let options = InspectOptions {
+                    offline: false,
+                    deadline: Instant::now() + config.deadline.0,
+                    image_reports: true,
+                };
                 let inspection = inspector.inspect(&containers(&workload.spec), context, options).await;
                 done.fetch_add(1, Ordering::Relaxed);
                 Labelled { workload: Some(workload.label), file: None, image_lines: Vec::new(), inspection }

@@ -145,7 +145,7 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     let registry = Arc::new(Registry::new(&config, Arc::new(crate::metrics::Metrics::new()))?);
     let inspector = Inspector::new(config.clone(), registry, keyring);
     let deadline = Instant::now() + config.deadline.0;
-    let options = InspectOptions { offline: args.offline, deadline };
+    let options = InspectOptions { offline: args.offline, deadline, image_reports: true };
     let nodes = Nodes::load(&args).await?;
     let pod_credentials: Vec<PodCredentials> =
         targets.iter().map(|target| credentials_for(target, &credentials, &provided)).collect();

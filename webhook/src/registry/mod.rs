@@ -154,18 +154,13 @@ impl Registry {
             credential,
         };
         match image.digest() {
-            Some(digest) => self.by_digest(&endpoint, &image.name(), digest).await,
-            None => self.by_tag(&endpoint, &image.name(), image.effective_tag().unwrap_or("latest")).await,
+            Some(digest) => self.by_digest(&endpoint, digest).await,
+            None => self.by_tag(&endpoint, image.effective_tag().unwrap_or("latest")).await,
         }
     }
 
-    async fn by_tag(
-        &self,
-        endpoint: &Endpoint<'_>,
-        name: &str,
-        tag: &str,
-    ) -> Result<Arc<ImageFacts>, LookupError> {
-        let key = cache_key(name, ":", tag, endpoint.credential);
+    async fn by_tag(&self, endpoint: &Endpoint<'_>, tag: &str) -> Result<Arc<ImageFacts>, LookupError> {
+        let key = cache_key(endpoint, ":", tag);
         if let Some(entry) = self.lookups.get(&key).await {
             if entry.is_fresh() {
                 self.count_lookup(&AtomicBool::new(false));
@@ -193,7 +188,7 @@ impl Registry {
                 };
                 missed.store(true, Ordering::Relaxed);
                 let _revalidation = known.is_some().then(|| Revalidation::start(&self.revalidating, key));
-                let outcome = self.fetch_tag(endpoint, name, tag, known.clone()).await;
+                let outcome = self.fetch_tag(endpoint, tag, known.clone()).await;
                 let tag_life = self.ttls.digest.max(self.ttls.tag);
                 let entry = match outcome {
                     Ok(facts) => Entry::Found {
@@ -232,13 +227,8 @@ impl Registry {
         }
     }
 
-    async fn by_digest(
-        &self,
-        endpoint: &Endpoint<'_>,
-        name: &str,
-        digest: &str,
-    ) -> Result<Arc<ImageFacts>, LookupError> {
-        let key = cache_key(name, "@", digest, endpoint.credential);
+    async fn by_digest(&self, endpoint: &Endpoint<'_>, digest: &str) -> Result<Arc<ImageFacts>, LookupError> {
+        let key = cache_key(endpoint, "@", digest);
         let missed = AtomicBool::new(false);
         let entry = self
             .lookups
@@ -267,7 +257,6 @@ impl Registry {
     async fn fetch_tag(
         &self,
         endpoint: &Endpoint<'_>,
-        name: &str,
         tag: &str,
         known: Option<Arc<ImageFacts>>,
     ) -> Result<Arc<ImageFacts>, LookupError> {
@@ -279,7 +268,7 @@ impl Registry {
                 if digest == known.digest {
                     return Ok(known);
                 }
-                return self.by_digest(endpoint, name, &digest).await;
+                return self.by_digest(endpoint, &digest).await;
             }
             // A HEAD that says "not found" (or gives no digest) is confirmed by the GET below.
         }
@@ -289,7 +278,7 @@ impl Registry {
         }
         let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body)?;
         let digest = verified_digest(&media_type, reply.digest.as_deref(), &reply.body, None)?;
-        let digest_key = cache_key(name, "@", &digest, endpoint.credential);
+        let digest_key = cache_key(endpoint, "@", &digest);
         // Another tag (or an earlier pin by digest) already resolved this content.
         if let Some(Entry::Found { facts, .. }) = self.lookups.get(&digest_key).await {
             return Ok(facts);
@@ -438,11 +427,12 @@ impl Drop for Revalidation<'_> {
 /// tenant's answer serving another) within reach.
 type Key = u128;
 
-fn cache_key(name: &str, separator: &str, reference: &str, credential: Option<&Credential>) -> Key {
-    let identity = credential.map(Credential::identity);
+/// `registry/repository` + separator + tag or digest + credential identity.
+fn cache_key(endpoint: &Endpoint<'_>, separator: &str, reference: &str) -> Key {
+    let identity = endpoint.credential.map_or("anonymous", Credential::identity);
     let mut hasher = Sha256::new();
     // Length-prefixed, so that no two different sets of parts hash the same bytes.
-    for part in [name, separator, reference, identity.as_deref().unwrap_or("anonymous")] {
+    for part in [endpoint.registry, endpoint.repository, separator, reference, identity] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -546,7 +536,11 @@ mod tests {
     fn keys_separate_credentials() {
         let a = Credential::new("a", "1");
         let b = Credential::new("a", "2");
-        assert_ne!(cache_key("n", ":", "t", Some(&a)), cache_key("n", ":", "t", Some(&b)));
-        assert_ne!(cache_key("n", ":", "t", Some(&a)), cache_key("n", ":", "t", None));
+        let endpoint = |credential| Endpoint { registry: "r", api_host: "r", repository: "n", credential };
+        let key = |credential, separator, reference| cache_key(&endpoint(credential), separator, reference);
+        assert_ne!(key(Some(&a), ":", "t"), key(Some(&b), ":", "t"));
+        assert_ne!(key(Some(&a), ":", "t"), key(None, ":", "t"));
+        assert_ne!(key(None, ":", "t"), key(None, "@", "t"));
+        assert_eq!(key(Some(&a), ":", "t"), key(Some(&Credential::new("a", "1")), ":", "t"));
     }
 }

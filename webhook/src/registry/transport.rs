@@ -679,13 +679,8 @@ fn host_of(authority: &str) -> &str {
 
 /// Tokens are bound to the realm, service, repository scope and credential they were issued for.
 fn token_key(endpoint: &Endpoint<'_>, realm: &str, service: Option<&str>) -> String {
-    let identity = endpoint.credential.map(Credential::identity);
-    format!(
-        "{realm}\u{0}{}\u{0}{}\u{0}{}",
-        service.unwrap_or(""),
-        endpoint.repository,
-        identity.as_deref().unwrap_or("anonymous")
-    )
+    let identity = endpoint.credential.map_or("anonymous", Credential::identity);
+    format!("{realm}\u{0}{}\u{0}{}\u{0}{identity}", service.unwrap_or(""), endpoint.repository)
 }
 
 fn challenge_of(response: &reqwest::Response) -> Option<Challenge> {
