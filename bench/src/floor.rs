@@ -1,20 +1,25 @@
 //! The floor: pullguard's own listener (`pullguard::server::start`, the same rustls config, ALPN,
-//! axum and hyper) with a `POST /validate` that reads the body and allows everything. Whatever
-//! pullguard costs above this is the price of its checks, not of TLS or HTTP/2.
+//! axum and hyper) with a `POST /validate` that allows everything, as the least a working
+//! admission webhook does: it reads the review and echoes its uid (the API server rejects an
+//! answer whose uid differs). Whatever pullguard costs above this is the price of its checks,
+//! not of TLS, HTTP/2 or reading the review. `--constant` answers a fixed body without reading
+//! the review, which no API server accepts: it shows the transport alone.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{borrow::Cow, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use axum::{
     Router,
     body::Bytes,
     http::{StatusCode, header},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use pullguard::server::{self, tls};
+use serde::Deserialize;
+use serde_json::json;
 
-/// A fixed allowed AdmissionReview; the uid is not echoed, which only makes the floor lower.
+/// The fixed answer of `--constant`.
 const ALLOWED: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
 
 /// What `run` looks for on the floor's stderr, in the same shape as `pullguard serve` prints it.
@@ -32,12 +37,42 @@ pub struct FloorArgs {
     /// The floor exits on its own after this many seconds, even if its parent died.
     #[arg(long, default_value_t = 600)]
     lifetime_seconds: u64,
+    /// Answer a fixed body without reading the review (transport only).
+    #[arg(long)]
+    constant: bool,
 }
 
-async fn allow(body: Bytes) -> impl IntoResponse {
-    // Reading the body is part of the floor: the API server always sends one.
+#[derive(Deserialize)]
+struct Review<'a> {
+    #[serde(borrow)]
+    request: Request<'a>,
+}
+
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+}
+
+/// Allowed, for the review's uid.
+async fn allow(body: Bytes) -> Response {
+    let answer = serde_json::from_slice::<Review<'_>>(&body).and_then(|review| {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": review.request.uid, "allowed": true},
+        }))
+    });
+    match answer {
+        Ok(answer) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], answer).into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    }
+}
+
+async fn allow_constant(body: Bytes) -> Response {
+    // The body is received in full either way: HTTP/2 flow control needs it read.
     drop(body);
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], ALLOWED)
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], ALLOWED).into_response()
 }
 
 pub async fn serve(args: FloorArgs) -> Result<()> {
@@ -51,7 +86,8 @@ pub async fn serve(args: FloorArgs) -> Result<()> {
         Path::new("<generated>"),
         Path::new("<generated>"),
     )?;
-    let router = Router::new().route("/validate", post(allow));
+    let handler = if args.constant { post(allow_constant) } else { post(allow) };
+    let router = Router::new().route("/validate", handler);
     let admin = Router::new().route("/livez", get(|| async { "ok" }));
     let running = server::start(
         router,

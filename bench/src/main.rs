@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod cluster;
 mod cold;
 mod fake_registry;
 mod floor;

@@ -28,7 +28,7 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
     let registry = FakeRegistry::start().await?;
     let config = work.join("memory.yaml");
     write_config(&config, &registry.host())?;
-    let (mut serve, ca) = spawn_pullguard(&args.pullguard, &config, work, "memory-pullguard").await?;
+    let (mut serve, ca) = spawn_pullguard(&args.pullguard, &config, None, work, "memory-pullguard").await?;
     // Idle: started, nothing asked yet; a moment lets start-up allocations settle.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let idle_kib = serve.rss_kib()?;

@@ -8,10 +8,12 @@ pub use pullguard_tests::served::Served as Server;
 use tokio::process::Command;
 
 /// `pullguard serve` as deployed (JSON logs at info, stderr kept in a file), with `config`,
-/// on loopback ports of its own and a generated certificate. Returns the server and its CA (PEM).
+/// on loopback ports of its own and a generated certificate, reading the Kubernetes API of
+/// `kubeconfig` when given. Returns the server and its CA (PEM).
 pub async fn spawn_pullguard(
     binary: &Path,
     config: &Path,
+    kubeconfig: Option<&Path>,
     work: &Path,
     name: &str,
 ) -> Result<(Server, String)> {
@@ -24,18 +26,25 @@ pub async fn spawn_pullguard(
         .arg(format!("--config={}", config.display()))
         .arg(format!("--self-signed-ca-out={}", ca_path.display()))
         .arg("--log-format=json");
+    if let Some(kubeconfig) = kubeconfig {
+        command.arg(format!("--kubeconfig={}", kubeconfig.display()));
+    }
     let server = Server::spawn(command, &work.join(format!("{name}.log"))).await?;
     let ca = std::fs::read_to_string(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
     Ok((server, ca))
 }
 
-/// The allow-all floor (`pullguard-bench floor`), as a process of its own like `pullguard serve`.
-/// Returns the server and its CA (PEM).
-pub async fn spawn_floor(work: &Path) -> Result<(Server, String)> {
-    let ca_path = work.join("floor-ca.pem");
+/// The allow-all floor (`pullguard-bench floor`, with `--constant` when `constant`), as a process
+/// of its own like `pullguard serve`. Returns the server and its CA (PEM).
+pub async fn spawn_floor(work: &Path, constant: bool) -> Result<(Server, String)> {
+    let name = if constant { "floor-constant" } else { "floor" };
+    let ca_path = work.join(format!("{name}-ca.pem"));
     let mut command = Command::new(std::env::current_exe().context("locating pullguard-bench")?);
     command.arg("floor").arg(format!("--self-signed-ca-out={}", ca_path.display()));
-    let server = Server::spawn(command, &work.join("floor.log")).await?;
+    if constant {
+        command.arg("--constant");
+    }
+    let server = Server::spawn(command, &work.join(format!("{name}.log"))).await?;
     let ca = std::fs::read_to_string(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
     Ok((server, ca))
 }

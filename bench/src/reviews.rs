@@ -30,6 +30,12 @@ impl PodReviews {
         Ok(PodReviews { template, container })
     }
 
+    /// The Pod as it is in a cluster: it names `secret` as its pull secret.
+    pub fn with_pull_secret(mut self, secret: &str) -> PodReviews {
+        self.template["request"]["object"]["spec"]["imagePullSecrets"] = json!([{ "name": secret }]);
+        self
+    }
+
     /// A Pod with one container per image (`c0`, `c1`, ...), with `uid` as the review's uid.
     pub fn pod(&self, uid: &str, images: &[String]) -> Value {
         let mut review = self.template.clone();

@@ -13,6 +13,7 @@ use pullguard_tests::{
 use crate::{
     RunArgs,
     client::{https_client, post},
+    cluster::{self, BenchCluster},
     h2load::{self, Load, Outcome},
     process::{Server, spawn_floor, spawn_pullguard, write_config},
     progress,
@@ -33,19 +34,24 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
     let mut images = Vec::new();
     for index in 0..10 {
         let repository = format!("warm/img{index}");
-        seeder.push_image(&repository, "v1", &ImageSpec::linux("amd64")).await?;
+        // arm64, the platform of the node pool the captured Pod selects.
+        seeder.push_image(&repository, "v1", &ImageSpec::linux("arm64")).await?;
         images.push(format!("{}/{repository}:v1", registry.host()));
     }
     let config = work.join("warm.yaml");
     write_config(&config, &registry.host())?;
-    let (mut pullguard, ca) = spawn_pullguard(&args.pullguard, &config, work, "warm-pullguard").await?;
-    let (mut floor, floor_ca) = spawn_floor(work).await?;
+    let cluster = BenchCluster::start(work, &registry.host()).await?;
+    let (mut pullguard, ca) =
+        spawn_pullguard(&args.pullguard, &config, Some(cluster.kubeconfig()), work, "warm-pullguard").await?;
+    cluster::wait_ready(pullguard.admin_addr()).await?;
+    let (mut floor, floor_ca) = spawn_floor(work, false).await?;
+    let (mut transport, _) = spawn_floor(work, true).await?;
     let pullguard_trust = work.join("pullguard-trust.pem");
     let floor_trust = work.join("floor-trust.pem");
     std::fs::write(&pullguard_trust, &ca)?;
     std::fs::write(&floor_trust, &floor_ca)?;
 
-    let reviews = PodReviews::load()?;
+    let reviews = PodReviews::load()?.with_pull_secret(cluster::PULL_SECRET);
     let client = https_client(&ca)?;
     let mut bodies = Vec::new();
     for count in [1usize, 10] {
@@ -59,6 +65,7 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
         bodies.push((count, path, body.len()));
     }
     let registry_before = registry.access_log().len();
+    let api_before = cluster.api_requests();
 
     for (count, body, bytes) in &bodies {
         let label = if *count == 1 { "1 image".to_string() } else { format!("{count} images") };
@@ -72,6 +79,12 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
         };
         progress(&format!("warm, {label}: floor at full speed"));
         let floor_max = h2load::run(&run(&floor, "floor-max")).await?;
+        let transport_max = if *count == 1 {
+            progress(&format!("warm, {label}: transport alone (constant answer) at full speed"));
+            Some(h2load::run(&run(&transport, "transport-max")).await?)
+        } else {
+            None
+        };
         progress(&format!("warm, {label}: pullguard at full speed"));
         let pullguard_max = h2load::run(&run(&pullguard, "pullguard-max")).await?;
         let half = pullguard_max.rps / 2.0;
@@ -80,7 +93,22 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
         let pullguard_half = open_loop(&pullguard, &pullguard_trust, body, half, args.warm_seconds).await?;
         pullguard.ensure_alive()?;
         floor.ensure_alive()?;
+        transport.ensure_alive()?;
 
+        if let Some(transport_max) = transport_max {
+            table.push(
+                Row::info(
+                    format!(
+                        "Transport alone: constant answer, review not read ({label}, not a valid answer)"
+                    ),
+                    format!("{:.0} req/s; {}", transport_max.rps, latencies(&transport_max)),
+                )
+                .compared(
+                    format!("pullguard {:.0} req/s", pullguard_max.rps),
+                    ratio(pullguard_max.rps, transport_max.rps),
+                ),
+            );
+        }
         let share = pullguard_max.rps / floor_max.rps;
         table.push(
             Row::info(
@@ -121,18 +149,25 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
     if during > 0 {
         bail!("{during} registry requests during the warm runs: the cache was not warm");
     }
+    let api_during = cluster.api_requests() - api_before;
     table.note(format!(
         "Warm: max throughput with h2load -t1 -c{CLIENTS} -m{STREAMS}, TLS 1.3 + HTTP/2, 1 s warm-up then {} s \
          per run; half-of-max rows with `pullguard-bench load` (open loop, evenly spaced requests over \
          {CLIENTS} HTTP/2 connections, one thread, same durations) because h2load 1.52's --rps sends \
-         bursts on a 10 ms timer; the floor is pullguard::server::start with an allow-all POST \
-         /validate in its own process; pullguard is `pullguard serve --log-format json` (logs to a \
-         file); 0 registry requests during the runs; ratio column = pullguard / floor (p99 for \
-         latency rows). The load generator takes one of the 2 cores.",
+         bursts on a 10 ms timer; the floor is pullguard::server::start with a POST /validate that \
+         decodes the review and allows it by its uid (the least a webhook the API server accepts does), \
+         in its own process; pullguard is `pullguard serve --log-format json` (logs to a file) reading \
+         a Kubernetes API served by the harness (6 nodes in 2 pools, the Pod's namespace, service \
+         account and pull secret; the images are arm64 like the Pod's pool), so every admission \
+         matches nodes, reads the pull secret and answers without findings; 0 registry requests and \
+         {api_during} Kubernetes API requests (pull-secret re-reads after their cache time) during \
+         the runs; ratio column = pullguard / floor (p99 for latency rows). The load generator takes \
+         one of the 2 cores.",
         args.warm_seconds
     ));
     pullguard.stop().await;
     floor.stop().await;
+    transport.stop().await;
     Ok(())
 }
 
