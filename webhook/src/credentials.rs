@@ -4,7 +4,7 @@
 //! is `identity()`, a hash used in cache keys so that a lookup made with one tenant's secret is
 //! never reused for another's.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Deserialize;
@@ -100,10 +100,11 @@ struct AuthEntry {
     password: Option<String>,
 }
 
-/// The keyring: credentials indexed the way the kubelet indexes them.
+/// The keyring: credentials indexed the way the kubelet indexes them. Entries are shared, as
+/// every admission builds its pod's keyring from the cached keyrings of its pull secrets.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
-    entries: Vec<(String, Credential)>,
+    entries: Vec<(Arc<str>, Arc<Credential>)>,
 }
 
 impl Keyring {
@@ -138,7 +139,7 @@ impl Keyring {
     }
 
     pub fn add(&mut self, key: &str, credential: Credential) {
-        self.entries.push((index_key(key), credential));
+        self.entries.push((index_key(key).into(), Arc::new(credential)));
         // The kubelet walks its index in reverse lexical order, so more specific paths come first.
         self.entries.sort_by(|a, b| b.0.cmp(&a.0));
     }
@@ -157,14 +158,14 @@ impl Keyring {
             .entries
             .iter()
             .filter(|(key, _)| url_matches(key, image.registry(), image.repository()))
-            .map(|(_, credential)| credential)
+            .map(|(_, credential)| &**credential)
             .collect();
         if found.is_empty() && image.is_docker_hub() {
             found = self
                 .entries
                 .iter()
-                .filter(|(key, _)| key == "index.docker.io")
-                .map(|(_, credential)| credential)
+                .filter(|(key, _)| &**key == "index.docker.io")
+                .map(|(_, credential)| &**credential)
                 .collect();
         }
         found

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, panic};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use pullguard::{
     admission::{
-        ReviewRequest,
+        ReviewError, ReviewRequest,
         workload::{WorkloadKind, changed_containers, containers},
     },
     credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, Keyring, keyring_from_secret},
@@ -226,15 +226,22 @@ fn nested(depth: usize, leaf: &str) -> String {
 }
 
 /// What the handler does with a body: decode, pod spec of the kind in object and oldObject,
-/// containers. Returns how many containers the object has, or the first error.
+/// containers. Returns how many containers the object has, or the first error. The objects read
+/// in the pass over the body must give what their text read part by part gives.
 fn walk_review(body: &[u8]) -> Result<usize, String> {
-    let request = ReviewRequest::decode(body).map_err(|e| e.to_string())?;
+    let walked = walk_decoded(ReviewRequest::decode(body));
+    assert_eq!(walked, walk_decoded(ReviewRequest::decode_raw(body)), "one pass and parts differ");
+    walked
+}
+
+fn walk_decoded(decoded: Result<ReviewRequest<'_>, ReviewError>) -> Result<usize, String> {
+    let request = decoded.map_err(|e| e.to_string())?;
     let kind = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind)
         .ok_or_else(|| "not a workload kind".to_string())?;
     let mut found = Vec::new();
     for object in [request.object, request.old_object].into_iter().flatten() {
         object.metadata().map_err(|e| e.to_string())?;
-        let spec = kind.pod_spec_json(object).map_err(|e| e.to_string())?;
+        let spec = object.pod_spec(kind).map_err(|e| e.to_string())?;
         found.push(containers(&spec));
     }
     let count = found.first().map_or(0, Vec::len);

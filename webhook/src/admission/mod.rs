@@ -11,7 +11,7 @@ use kube::core::{Status, admission::Operation};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-pub use self::review::{ReviewAnswer, ReviewError, ReviewRequest};
+pub use self::review::{ObjectJson, ReviewAnswer, ReviewError, ReviewRequest};
 use self::workload::{WorkloadKind, changed_containers, containers};
 use k8s_openapi::api::core::v1::PodSpec;
 
@@ -121,27 +121,24 @@ impl Admission {
         if request.namespace.as_deref().is_some_and(|namespace| config.is_exempt_namespace(namespace)) {
             return Outcome::Skipped(Skip::ExemptNamespace);
         }
-        let Some(object) = request.object else {
+        let Some(object) = &request.object else {
             return Outcome::Skipped(Skip::NoObject);
         };
-        let (metadata, spec) = match kind.metadata_and_spec_json(object) {
-            Some((metadata, spec)) => (metadata, Some(spec)),
-            None => match object.metadata() {
-                Ok(metadata) => (metadata, None),
-                Err(error) => return Outcome::Unreadable(format!("metadata is malformed: {error}")),
-            },
+        let metadata = match object.metadata() {
+            Ok(metadata) => metadata,
+            Err(error) => return Outcome::Unreadable(format!("metadata is malformed: {error}")),
         };
         if kind == WorkloadKind::Pod && metadata.controller_owned && !config.check_controller_pods {
             return Outcome::Skipped(Skip::ControllerOwned);
         }
-        let spec = match spec.unwrap_or_else(|| kind.pod_spec_json(object)) {
+        let spec = match object.pod_spec(kind) {
             Ok(spec) => spec,
             Err(error) => return Outcome::Unreadable(error.to_string()),
         };
         let mut wanted = containers(&spec);
         if request.operation == Operation::Update
-            && let Some(old) = request.old_object
-            && let Ok(old_spec) = kind.pod_spec_json(old)
+            && let Some(old) = &request.old_object
+            && let Ok(old_spec) = old.pod_spec(kind)
         {
             wanted = changed_containers(wanted, &containers(&old_spec));
         }

@@ -1,18 +1,23 @@
 //! The AdmissionReview wire format, read lean. The API server sends the whole object (and on
 //! UPDATE the old one too), managedFields and last-applied annotations included; building all of
-//! that into a JSON tree and then into typed objects was half the CPU of a warm admission. Here
-//! the envelope keeps `object` and `oldObject` as unparsed slices of the body, and only the parts
-//! pullguard reads (the pod spec at the kind's path, controller ownership, the mode annotation)
-//! are ever built; the parser skips everything else without allocating.
+//! that into a JSON tree and then into typed objects was half the CPU of a warm admission. Only
+//! the parts pullguard reads (the pod spec, controller ownership, the mode annotation) are ever
+//! built; the parser skips everything else without allocating. Objects are read in the one pass
+//! over the body; when that pass fails anywhere, the body is decoded again with the objects kept
+//! as text, so that a broken object is reported for the part that is broken (and a Pod skipped
+//! as controller-owned before its spec is judged) exactly as if it had been read in parts.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
+use k8s_openapi::api::core::v1::PodSpec;
 use kube::core::{GroupVersionKind, Status, admission::Operation};
 use serde::{
     Deserialize, Deserializer, Serialize,
     de::{self, IgnoredAny, MapAccess, Visitor},
 };
 use serde_json::value::RawValue;
+
+use super::workload::{ObjectFields, ReadObject, WorkloadError, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -31,53 +36,132 @@ pub enum ReviewError {
     NoUid,
 }
 
+/// `Object`: how `object` and `oldObject` are read ([`ObjectFields`] in the one pass, or
+/// [`RawObject`] text); the rest of the envelope is the same either way.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "Object: Deserialize<'de>"))]
+struct Envelope<Object> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    #[serde(borrow)]
-    request: Option<ReviewRequest<'a>>,
+    request: Option<WireRequest<Object>>,
 }
 
-/// The fields of `request` pullguard uses; the objects stay raw JSON borrowed from the body.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReviewRequest<'a> {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "Object: Deserialize<'de>"))]
+struct WireRequest<Object> {
     #[serde(default)]
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    object: Option<Object>,
+    #[serde(default)]
+    old_object: Option<Object>,
+}
+
+/// The fields of `request` pullguard uses.
+#[derive(Debug)]
+pub struct ReviewRequest<'a> {
     pub uid: String,
     pub kind: GroupVersionKind,
-    #[serde(default)]
     pub sub_resource: Option<String>,
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    #[serde(default)]
     pub dry_run: bool,
-    #[serde(default, borrow)]
-    pub object: Option<RawObject<'a>>,
-    #[serde(default, borrow)]
-    pub old_object: Option<RawObject<'a>>,
+    pub object: Option<ObjectJson<'a>>,
+    pub old_object: Option<ObjectJson<'a>>,
+}
+
+/// `object` or `oldObject` of a review.
+#[derive(Debug)]
+pub enum ObjectJson<'a> {
+    /// Read in the pass over the body (an object of a workload kind, read without fault).
+    Read(Box<ReadObject>),
+    /// Kept as text, read part by part when asked.
+    Raw(RawObject<'a>),
+}
+
+impl ObjectJson<'_> {
+    /// Controller ownership and the mode annotation.
+    pub fn metadata(&self) -> Result<Cow<'_, ObjectMetadata>, serde_json::Error> {
+        match self {
+            ObjectJson::Read(read) => Ok(Cow::Borrowed(&read.metadata)),
+            ObjectJson::Raw(raw) => raw.metadata().map(Cow::Owned),
+        }
+    }
+
+    /// The pod spec at `kind`'s path.
+    pub fn pod_spec(&self, kind: WorkloadKind) -> Result<Cow<'_, PodSpec>, WorkloadError> {
+        match self {
+            ObjectJson::Read(read) => {
+                read.spec.as_ref().map(Cow::Borrowed).ok_or_else(|| kind.missing_spec())
+            }
+            ObjectJson::Raw(raw) => kind.pod_spec_json(*raw).map(Cow::Owned),
+        }
+    }
 }
 
 impl<'a> ReviewRequest<'a> {
+    /// Objects of workload kinds are read in the pass over the body; anything that pass cannot
+    /// read is decoded again by [`ReviewRequest::decode_raw`], which then has the last word.
     pub fn decode(body: &'a [u8]) -> Result<ReviewRequest<'a>, ReviewError> {
-        let envelope: Envelope<'a> = serde_json::from_slice(body).map_err(ReviewError::Decode)?;
-        if envelope.api_version != API_VERSION {
-            return Err(ReviewError::ApiVersion(envelope.api_version));
+        if let Ok(envelope) = serde_json::from_slice::<Envelope<ObjectFields>>(body)
+            && let Ok(request) = envelope.into_request()
+            && let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind)
+        {
+            let read = |fields: ObjectFields| ObjectJson::Read(Box::new(ReadObject::new(fields, kind)));
+            return Ok(request.with_objects(read));
         }
-        if envelope.kind != KIND {
-            return Err(ReviewError::Kind(envelope.kind));
+        ReviewRequest::decode_raw(body)
+    }
+
+    /// Every object kept as text.
+    pub fn decode_raw(body: &'a [u8]) -> Result<ReviewRequest<'a>, ReviewError> {
+        let envelope: Envelope<RawObject<'a>> = serde_json::from_slice(body).map_err(ReviewError::Decode)?;
+        Ok(envelope.into_request()?.with_objects(ObjectJson::Raw))
+    }
+}
+
+impl<Object> Envelope<Object> {
+    fn into_request(self) -> Result<WireRequest<Object>, ReviewError> {
+        if self.api_version != API_VERSION {
+            return Err(ReviewError::ApiVersion(self.api_version));
         }
-        let request = envelope.request.ok_or(ReviewError::NoRequest)?;
+        if self.kind != KIND {
+            return Err(ReviewError::Kind(self.kind));
+        }
+        let request = self.request.ok_or(ReviewError::NoRequest)?;
         if request.uid.is_empty() {
             return Err(ReviewError::NoUid);
         }
         Ok(request)
+    }
+}
+
+impl<Object> WireRequest<Object> {
+    fn with_objects<'a>(self, object: impl Fn(Object) -> ObjectJson<'a>) -> ReviewRequest<'a> {
+        ReviewRequest {
+            uid: self.uid,
+            kind: self.kind,
+            sub_resource: self.sub_resource,
+            name: self.name,
+            namespace: self.namespace,
+            operation: self.operation,
+            dry_run: self.dry_run,
+            object: self.object.map(&object),
+            old_object: self.old_object.map(&object),
+        }
     }
 }
 
@@ -111,7 +195,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
-#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMetadata {
     #[serde(default, rename = "ownerReferences", deserialize_with = "controller_owned")]
@@ -260,15 +344,19 @@ mod tests {
               "spec":{"containers":[]}},
             "oldObject":null}"#,
         );
-        let request = ReviewRequest::decode(body.as_bytes()).unwrap();
-        assert_eq!(request.uid, "u1");
-        assert_eq!(request.operation, Operation::Create);
-        assert!(request.old_object.is_none());
-        let object = request.object.unwrap();
-        assert!(object.json().starts_with("{\"metadata\""));
-        let metadata = object.metadata().unwrap();
-        assert!(metadata.controller_owned);
-        assert_eq!(metadata.mode_annotation.as_deref(), Some("warn"));
+        for request in [ReviewRequest::decode(body.as_bytes()), ReviewRequest::decode_raw(body.as_bytes())] {
+            let request = request.unwrap();
+            assert_eq!(request.uid, "u1");
+            assert_eq!(request.operation, Operation::Create);
+            assert!(request.old_object.is_none());
+            let object = request.object.unwrap();
+            if let ObjectJson::Raw(raw) = &object {
+                assert!(raw.json().starts_with("{\"metadata\""));
+            }
+            let metadata = object.metadata().unwrap();
+            assert!(metadata.controller_owned);
+            assert_eq!(metadata.mode_annotation.as_deref(), Some("warn"));
+        }
     }
 
     #[test]
@@ -284,6 +372,7 @@ mod tests {
         ];
         for (body, what) in cases {
             assert!(ReviewRequest::decode(body.as_bytes()).is_err(), "{what}");
+            assert!(ReviewRequest::decode_raw(body.as_bytes()).is_err(), "{what}");
         }
     }
 

@@ -105,34 +105,20 @@ impl WorkloadKind {
         })
     }
 
-    /// The object's metadata and pod spec in one pass over its JSON text (the review's largest
-    /// part, so each pass counts). `None` when that pass fails anywhere: the caller then reads
-    /// metadata and spec one after the other, which names the part that is broken and skips a
-    /// controller-owned Pod before its spec is judged.
-    pub fn metadata_and_spec_json(
-        self,
-        object: RawObject<'_>,
-    ) -> Option<(ObjectMetadata, Result<PodSpec, WorkloadError>)> {
-        let (path, keys) = self.spec_path();
-        let (&spec_key, rest) = keys.split_first()?;
-        let mut parser = serde_json::Deserializer::from_str(object.json());
-        let (metadata, spec) = (&mut parser).deserialize_map(MetadataAndSpec { spec_key, rest }).ok()?;
-        parser.end().ok()?;
-        let spec = spec.ok_or_else(|| WorkloadError::MissingSpec { kind: self.name().to_string(), path });
-        Some((metadata, spec))
-    }
-
     fn extract(
         self,
         parse: impl FnOnce(&'static [&'static str]) -> Result<Option<PodSpec>, serde_json::Error>,
     ) -> Result<PodSpec, WorkloadError> {
         let (path, keys) = self.spec_path();
-        let kind = || self.name().to_string();
         match parse(keys) {
             Ok(Some(spec)) => Ok(spec),
-            Ok(None) => Err(WorkloadError::MissingSpec { kind: kind(), path }),
-            Err(source) => Err(WorkloadError::Malformed { kind: kind(), path, source }),
+            Ok(None) => Err(self.missing_spec()),
+            Err(source) => Err(WorkloadError::Malformed { kind: self.name().to_string(), path, source }),
         }
+    }
+
+    pub fn missing_spec(self) -> WorkloadError {
+        WorkloadError::MissingSpec { kind: self.name().to_string(), path: self.spec_path().0 }
     }
 }
 
@@ -154,70 +140,6 @@ impl<'de> DeserializeSeed<'de> for SpecAt {
 struct Walk {
     key: &'static str,
     rest: &'static [&'static str],
-}
-
-/// The top level of an object: `metadata` built, the pod spec followed from `spec_key` down
-/// `rest`, the rest skipped.
-struct MetadataAndSpec {
-    spec_key: &'static str,
-    rest: &'static [&'static str],
-}
-
-enum TopField {
-    Metadata,
-    Spec,
-    Other,
-}
-
-impl<'de> Visitor<'de> for MetadataAndSpec {
-    type Value = (ObjectMetadata, Option<PodSpec>);
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("an object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut metadata, mut spec) = (None, None);
-        while let Some(field) = map.next_key_seed(TopKey { spec_key: self.spec_key })? {
-            match field {
-                // As a derived struct would: the two-pass reading then reports it.
-                TopField::Metadata if metadata.is_some() => {
-                    return Err(de::Error::duplicate_field("metadata"));
-                }
-                TopField::Metadata => metadata = Some(map.next_value::<ObjectMetadata>()?),
-                TopField::Spec => spec = map.next_value_seed(SpecAt(self.rest))?,
-                TopField::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok((metadata.unwrap_or_default(), spec))
-    }
-}
-
-struct TopKey {
-    spec_key: &'static str,
-}
-
-impl<'de> DeserializeSeed<'de> for TopKey {
-    type Value = TopField;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<TopField, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopKey {
-    type Value = TopField;
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("a string key")
-    }
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<TopField, E> {
-        Ok(match key {
-            "metadata" => TopField::Metadata,
-            key if key == self.spec_key => TopField::Spec,
-            _ => TopField::Other,
-        })
-    }
 }
 
 impl<'de> Visitor<'de> for Walk {
@@ -245,12 +167,92 @@ impl<'de> Visitor<'de> for Walk {
     }
 }
 
+/// An object as the pass over the review reads it, before its kind is applied: the metadata
+/// pullguard uses, and the pod spec at each place a workload kind keeps one (`/spec` of a Pod,
+/// `/spec/template/spec`, `/spec/jobTemplate/spec/template/spec` of a CronJob).
+/// Every level on the way to a pod spec is [`MapOnly`], as [`SpecAt`] walks only objects.
+pub type ObjectFields = MapOnly<ObjectLevel>;
+
+#[derive(Deserialize)]
+pub struct ObjectLevel {
+    #[serde(default)]
+    metadata: ObjectMetadata,
+    #[serde(default)]
+    spec: Option<MapOnly<SpecFields<MapOnly<TemplateFields>, MapOnly<JobTemplateFields>>>>,
+}
+
+#[derive(Deserialize)]
+struct TemplateFields {
+    #[serde(default)]
+    spec: Option<Box<SpecFields>>,
+}
+
+#[derive(Deserialize)]
+struct JobTemplateFields {
+    #[serde(default)]
+    spec: Option<MapOnly<JobSpecFields>>,
+}
+
+#[derive(Deserialize)]
+struct JobSpecFields {
+    #[serde(default)]
+    template: Option<MapOnly<TemplateFields>>,
+}
+
+/// A struct read only from a JSON object: a derived struct also reads `[v1, v2]` as its fields in
+/// order, which the walk to a pod spec refuses, and the one pass must refuse whatever it does.
+pub struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Fields(std::marker::PhantomData)).map(MapOnly)
+    }
+}
+
+/// An object read in the pass over the review, its pod spec taken from where its kind keeps it.
+#[derive(Debug)]
+pub struct ReadObject {
+    pub metadata: ObjectMetadata,
+    /// `None`: the object has nothing at its kind's pod-spec path.
+    pub spec: Option<PodSpec>,
+}
+
+impl ReadObject {
+    pub fn new(MapOnly(fields): ObjectFields, kind: WorkloadKind) -> ReadObject {
+        let top = fields.spec.map(|MapOnly(spec)| spec);
+        let template_spec =
+            |template: Option<MapOnly<TemplateFields>>| template?.0.spec.map(|spec| PodSpec::from(*spec));
+        let spec = match kind {
+            WorkloadKind::Pod => top.map(PodSpec::from),
+            WorkloadKind::CronJob => {
+                template_spec(top.and_then(|spec| spec.job_template?.0.spec?.0.template))
+            }
+            _ => template_spec(top.and_then(|spec| spec.template)),
+        };
+        ReadObject { metadata: fields.metadata, spec }
+    }
+}
+
 /// The fields of a pod spec that the checks read: container names and images, pull secrets and
 /// service account (credentials), and the scheduling constraints (node platforms). Absent or
-/// null lists and names read as empty, as k8s-openapi reads them.
+/// null lists and names read as empty, as k8s-openapi reads them. `template` and `jobTemplate`
+/// are where workloads nest their pod spec: skipped unread unless the types say otherwise.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecFields {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "Template: Deserialize<'de>, JobTemplate: Deserialize<'de>")
+)]
+struct SpecFields<Template = IgnoredAny, JobTemplate = IgnoredAny> {
     #[serde(default)]
     containers: Option<Vec<ContainerFields>>,
     #[serde(default)]
@@ -269,6 +271,10 @@ struct SpecFields {
     affinity: Option<Affinity>,
     #[serde(default)]
     tolerations: Option<Vec<Toleration>>,
+    #[serde(default)]
+    template: Option<Template>,
+    #[serde(default)]
+    job_template: Option<JobTemplate>,
 }
 
 #[derive(Deserialize)]
@@ -279,8 +285,8 @@ struct ContainerFields {
     image: Option<String>,
 }
 
-impl From<SpecFields> for PodSpec {
-    fn from(fields: SpecFields) -> PodSpec {
+impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec {
+    fn from(fields: SpecFields<Template, JobTemplate>) -> PodSpec {
         let container = |c: ContainerFields| Container {
             name: c.name.unwrap_or_default(),
             image: c.image,
@@ -394,9 +400,25 @@ mod tests {
         assert!(spec.volumes.is_none(), "fields no check reads are not built");
     }
 
-    /// One pass gives what metadata() and pod_spec_json() give, on every captured review.
+    use super::super::review::{ObjectJson, ReviewRequest};
+
+    /// (metadata, pod spec) of `object` and `oldObject`, however they were read.
+    fn read_both(request: &ReviewRequest<'_>, kind: WorkloadKind) -> Vec<(ObjectMetadata, Option<PodSpec>)> {
+        [&request.object, &request.old_object]
+            .into_iter()
+            .flatten()
+            .map(|object| {
+                (
+                    object.metadata().unwrap().into_owned(),
+                    object.pod_spec(kind).ok().map(|spec| spec.into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    /// The one pass reads what reading the text part by part reads, on every captured review.
     #[test]
-    fn one_pass_reads_what_two_passes_read() {
+    fn one_pass_reads_what_parts_read() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
         let mut compared = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -405,39 +427,76 @@ mod tests {
                 continue;
             }
             let body = std::fs::read(&path).unwrap();
-            let Ok(request) = super::super::ReviewRequest::decode(&body) else { continue };
-            let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
+            let (fast, raw) =
+                (ReviewRequest::decode(&body).unwrap(), ReviewRequest::decode_raw(&body).unwrap());
+            let Some(kind) = WorkloadKind::from_group_kind(&raw.kind.group, &raw.kind.kind) else {
+                assert!(!matches!(fast.object, Some(ObjectJson::Read(_))), "{}", path.display());
                 continue;
             };
-            for object in [request.object, request.old_object].into_iter().flatten() {
-                let (metadata, spec) = kind.metadata_and_spec_json(object).unwrap();
-                assert_eq!(metadata, object.metadata().unwrap(), "{}", path.display());
-                assert_eq!(spec.unwrap(), kind.pod_spec_json(object).unwrap(), "{}", path.display());
-                compared += 1;
-            }
+            assert!(!matches!(fast.object, Some(ObjectJson::Raw(_))), "{} read as text", path.display());
+            assert_eq!(read_both(&fast, kind), read_both(&raw, kind), "{}", path.display());
+            compared += 1;
         }
-        assert!(compared >= 20, "only {compared} objects compared");
+        assert!(compared >= 20, "only {compared} reviews compared");
     }
 
     #[test]
     fn one_pass_gives_way_on_any_fault() {
-        let read = |text: &str| {
-            let object: RawObject<'_> = serde_json::from_str(text).unwrap();
-            WorkloadKind::Pod.metadata_and_spec_json(object)
+        let review = |object: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u",
+                "kind":{{"group":"","version":"v1","kind":"Pod"}},"operation":"CREATE","object":{object}}}}}"#
+            )
         };
-        let (metadata, spec) = read(
-            r#"{"spec":{"containers":[{"name":"a","image":"x"}]},"spec":{"containers":[]},
-               "metadata":{"ownerReferences":[{"controller":true}]}}"#,
-        )
-        .unwrap();
-        assert!(metadata.controller_owned);
-        assert!(spec.unwrap().containers.is_empty(), "a repeated key wins last");
-        assert!(matches!(read(r#"{"metadata":{}}"#).unwrap().1, Err(WorkloadError::MissingSpec { .. })));
-        // Faults are left to the two-pass reading, which says which part is broken.
-        assert!(read(r#"{"metadata":{},"metadata":{}}"#).is_none());
-        assert!(read(r#"{"metadata":{"ownerReferences":7},"spec":{}}"#).is_none());
-        assert!(read(r#"{"metadata":{},"spec":{"containers":{}}}"#).is_none());
-        assert!(read(r#"{"metadata":null,"spec":{}}"#).is_none());
+        let read = |object: &str| {
+            let body = review(object);
+            let request = ReviewRequest::decode(body.as_bytes()).unwrap();
+            let fast = matches!(request.object, Some(ObjectJson::Read(_)));
+            let spec = request.object.as_ref().unwrap().pod_spec(WorkloadKind::Pod).map(|s| s.into_owned());
+            let owned = request.object.as_ref().unwrap().metadata().map(|m| m.controller_owned);
+            (fast, owned.ok(), spec.map(|spec| spec.containers.len()).map_err(|error| error.to_string()))
+        };
+        // A repeated key is left to the parts, where it wins last (as in a parsed JSON document).
+        let repeated = r#"{"spec":{"containers":[{"name":"a","image":"x"}]},"spec":{"containers":[]},
+            "metadata":{"ownerReferences":[{"controller":true}]}}"#;
+        assert_eq!(read(repeated), (false, Some(true), Ok(0)));
+        assert_eq!(
+            read(r#"{"metadata":{"ownerReferences":[{"controller":true}]},"spec":{}}"#),
+            (true, Some(true), Ok(0))
+        );
+        assert_eq!(read(r#"{"metadata":{}}"#).2, Err("Pod has no pod spec at /spec".to_string()));
+        // Faults: the parts say which one is broken; a broken metadata still leaves the spec.
+        let (fast, owned, spec) = read(r#"{"metadata":{},"spec":{"containers":{}}}"#);
+        assert!(!fast && owned == Some(false) && spec.unwrap_err().contains("malformed"));
+        let (fast, owned, spec) = read(r#"{"metadata":{"ownerReferences":7},"spec":{"containers":[]}}"#);
+        assert!(!fast && owned.is_none() && spec == Ok(0));
+        assert!(!read(r#"{"metadata":{},"metadata":{},"spec":{}}"#).0);
+        assert!(!read(r#"{"metadata":null,"spec":{}}"#).0);
+        // Arrays read as structs by position are refused in the pass, as the walk refuses them.
+        assert!(!read(r#"{"metadata":{},"spec":[[{"name":"a","image":"x"}]]}"#).0);
+        // A Deployment's template is read in the pass, a CronJob's job template too.
+        for (kind, group, object) in [
+            (
+                "Deployment",
+                "apps",
+                r#"{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"x"}]}}}}"#,
+            ),
+            (
+                "CronJob",
+                "batch",
+                r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"x"}]}}}}}}"#,
+            ),
+        ] {
+            let body = review(object).replace(
+                r#""group":"","version":"v1","kind":"Pod""#,
+                &format!(r#""group":"{group}","version":"v1","kind":"{kind}""#),
+            );
+            let request = ReviewRequest::decode(body.as_bytes()).unwrap();
+            let workload = WorkloadKind::from_group_kind(group, kind).unwrap();
+            assert!(matches!(request.object, Some(ObjectJson::Read(_))), "{kind}");
+            let spec = request.object.as_ref().unwrap().pod_spec(workload).unwrap();
+            assert_eq!(spec.containers[0].image.as_deref(), Some("x"), "{kind}");
+        }
     }
 
     #[test]
