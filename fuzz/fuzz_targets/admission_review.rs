@@ -17,7 +17,12 @@ use pullguard::{
 fuzz_target!(|data: &[u8]| {
     let decoded = ReviewRequest::decode(data);
     let raw = ReviewRequest::decode_raw(data);
-    assert_eq!(decoded.is_ok(), raw.is_ok(), "the two decodings disagree on {:?}", String::from_utf8_lossy(data));
+    assert_eq!(
+        decoded.is_ok(),
+        raw.is_ok(),
+        "the two decodings disagree on {:?}",
+        String::from_utf8_lossy(data)
+    );
     let (Ok(request), Ok(raw)) = (decoded, raw) else { return };
     assert_eq!((&request.uid, &request.operation, &request.name), (&raw.uid, &raw.operation, &raw.name));
     let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else { return };
@@ -34,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(fast, parts, "one pass and parts differ on {:?}", String::from_utf8_lossy(data));
         }
     }
-    let images = |object: Option<&ObjectJson<'_>>| Some(containers(&object?.pod_spec(kind).ok()?));
+    let images = |object: Option<&ObjectJson<'_>>| {
+        let spec = object?.pod_spec(kind).ok()?;
+        Some(containers(&spec))
+    };
     let new = images(request.object.as_ref()).unwrap_or_default();
     let old = images(request.old_object.as_ref()).unwrap_or_default();
     for container in changed_containers(new, &old) {

@@ -116,7 +116,10 @@ impl<'a> ReviewRequest<'a> {
     /// Objects of workload kinds are read in the pass over the body; anything that pass cannot
     /// read is decoded again by [`ReviewRequest::decode_raw`], which then has the last word.
     pub fn decode(body: &'a [u8]) -> Result<ReviewRequest<'a>, ReviewError> {
-        if let Ok(envelope) = serde_json::from_slice::<Envelope<ObjectFields>>(body)
+        // JSON is UTF-8. The pass skips the strings it does not read without looking inside, where
+        // keeping an object as text checks it: checked here once, for the whole body.
+        if let Ok(text) = std::str::from_utf8(body)
+            && let Ok(envelope) = serde_json::from_str::<Envelope<ObjectFields>>(text)
             && let Ok(request) = envelope.into_request()
             && let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind)
         {

@@ -472,6 +472,11 @@ mod tests {
         assert!(!fast && owned.is_none() && spec == Ok(0));
         assert!(!read(r#"{"metadata":{},"metadata":{},"spec":{}}"#).0);
         assert!(!read(r#"{"metadata":null,"spec":{}}"#).0);
+        // Bytes that are not UTF-8 where the pass would skip them unread: refused as text is.
+        let mut body = review(r#"{"metadata":{"name":"\u00e9"},"spec":{"containers":[]}}"#).into_bytes();
+        let at = body.windows(6).position(|w| w == b"\\u00e9").unwrap();
+        body.splice(at..at + 6, [0xC3]);
+        assert!(ReviewRequest::decode(&body).is_err() && ReviewRequest::decode_raw(&body).is_err());
         // Arrays read as structs by position are refused in the pass, as the walk refuses them.
         assert!(!read(r#"{"metadata":{},"spec":[[{"name":"a","image":"x"}]]}"#).0);
         // A Deployment's template is read in the pass, a CronJob's job template too.
