@@ -29,12 +29,8 @@ pub struct NodeFacts {
 }
 
 impl NodeFacts {
-    /// The node's pool: the first configured pool label it carries, else its instance type.
-    pub fn pool(&self, pool_labels: &[String]) -> String {
-        self.pool_name(pool_labels).to_string()
-    }
-
-    /// [`NodeFacts::pool`], borrowed from the node: candidates are grouped on every admission.
+    /// The node's pool: the first configured pool label it carries, else its instance type, else
+    /// the node itself. Borrowed from the node: candidates are grouped on every admission.
     pub fn pool_name<'a>(&'a self, pool_labels: &'a [String]) -> PoolName<'a> {
         pool_labels
             .iter()
@@ -357,10 +353,10 @@ mod tests {
     #[test]
     fn pools_and_selector_platforms() {
         let labels = ["pool".to_string()];
-        assert_eq!(cluster()[0].pool(&labels), "pool=general");
-        assert_eq!(cluster()[2].pool(&labels), "node win-1");
+        assert_eq!(cluster()[0].pool_name(&labels).to_string(), "pool=general");
+        assert_eq!(cluster()[2].pool_name(&labels).to_string(), "node win-1");
         let typed = node("t", &[(FALLBACK_POOL_LABEL, "m7g.large")], &[]);
-        assert_eq!(typed.pool(&labels), "node.kubernetes.io/instance-type=m7g.large");
+        assert_eq!(typed.pool_name(&labels).to_string(), "node.kubernetes.io/instance-type=m7g.large");
 
         let from_selector = spec(json!({"nodeSelector": {ARCH_LABEL: "arm64"}}));
         assert_eq!(platform_from_selectors(&from_selector).unwrap().to_string(), "linux/arm64");
