@@ -16,8 +16,7 @@ use axum::{
     routing::{get, post},
 };
 use pullguard::server::{self, tls};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 /// The fixed answer of `--constant`.
 const ALLOWED: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
@@ -54,14 +53,29 @@ struct Request<'a> {
     uid: Cow<'a, str>,
 }
 
-/// Allowed, for the review's uid.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: Allowed<'a>,
+}
+
+#[derive(Serialize)]
+struct Allowed<'a> {
+    uid: &'a str,
+    allowed: bool,
+}
+
+/// Allowed, for the review's uid. Written from borrowed fields into one buffer: the floor is the
+/// comparison, so it does no work a webhook need not do.
 async fn allow(body: Bytes) -> Response {
     let answer = serde_json::from_slice::<Review<'_>>(&body).and_then(|review| {
-        serde_json::to_vec(&json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "response": {"uid": review.request.uid, "allowed": true},
-        }))
+        serde_json::to_vec(&Answer {
+            api_version: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response: Allowed { uid: &review.request.uid, allowed: true },
+        })
     });
     match answer {
         Ok(answer) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], answer).into_response(),
