@@ -95,6 +95,8 @@ pub async fn generate(args: LoadArgs) -> Result<()> {
     let measured_seconds = (measured_until.as_secs_f64() - args.warm_up_seconds as f64).max(1e-9);
     let report = json!({
         "sent": sent,
+        // Warm-up included: what the server served while this ran, for its CPU time per request.
+        "requests": total,
         "answered": latencies.len(),
         "failed": failed,
         "rps": sent as f64 / measured_seconds,

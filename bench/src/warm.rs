@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use pullguard_tests::{
     registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
+    served,
 };
 
 use crate::{
@@ -89,8 +90,9 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
         let pullguard_max = h2load::run(&run(&pullguard, "pullguard-max")).await?;
         let half = pullguard_max.rps / 2.0;
         progress(&format!("warm, {label}: both at {half:.0} req/s (half of pullguard's max), open loop"));
-        let floor_half = open_loop(&floor, &floor_trust, body, half, args.warm_seconds).await?;
-        let pullguard_half = open_loop(&pullguard, &pullguard_trust, body, half, args.warm_seconds).await?;
+        let (floor_half, floor_cpu) = open_loop(&floor, &floor_trust, body, half, args.warm_seconds).await?;
+        let (pullguard_half, pullguard_cpu) =
+            open_loop(&pullguard, &pullguard_trust, body, half, args.warm_seconds).await?;
         pullguard.ensure_alive()?;
         floor.ensure_alive()?;
         transport.ensure_alive()?;
@@ -142,6 +144,13 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
                 pullguard_half.p99_ms < HALF_RATE_P99_TARGET_MS,
             ),
         );
+        table.push(
+            Row::info(
+                format!("Server CPU time per request at half of max throughput, {label}"),
+                format!("{pullguard_cpu:.0} µs"),
+            )
+            .compared(format!("floor {floor_cpu:.0} µs"), ratio(pullguard_cpu, floor_cpu)),
+        );
     }
 
     // Proof that the warm figures are warm: nothing reached the registry during any load run.
@@ -162,7 +171,8 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
          matches nodes, reads the pull secret and answers without findings; 0 registry requests and \
          {api_during} Kubernetes API requests (pull-secret re-reads after their cache time) during \
          the runs; ratio column = pullguard / floor (p99 for latency rows). The load generator takes \
-         one of the 2 cores.",
+         one of the 2 cores. CPU time per request: user + system time of the server process (/proc) \
+         across the half-of-max run, over every request of it (warm-up included).",
         args.warm_seconds
     ));
     pullguard.stop().await;
@@ -171,8 +181,17 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
     Ok(())
 }
 
-/// Runs `pullguard-bench load` (a process of its own) at `rate` against `server`.
-async fn open_loop(server: &Server, ca: &Path, body: &Path, rate: f64, seconds: u64) -> Result<Outcome> {
+/// Runs `pullguard-bench load` (a process of its own) at `rate` against `server`; also returns
+/// the server's CPU time per request (µs) meanwhile, which other tenants of a shared machine
+/// disturb far less than they disturb throughput.
+async fn open_loop(
+    server: &Server,
+    ca: &Path,
+    body: &Path,
+    rate: f64,
+    seconds: u64,
+) -> Result<(Outcome, f64)> {
+    let cpu_before = served::cpu_time(server.pid())?;
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .arg("load")
         .arg(format!("--url={}", server.url()))
@@ -200,12 +219,15 @@ async fn open_loop(server: &Server, ca: &Path, body: &Path, rate: f64, seconds: 
         // A generator that could not keep its schedule did not offer the rate it claims.
         bail!("the load generator reached {achieved:.0} of {rate:.0} req/s: {report}");
     }
-    Ok(Outcome {
+    let cpu = served::cpu_time(server.pid())?.saturating_sub(cpu_before);
+    let cpu_per_request_us = cpu.as_secs_f64() * 1e6 / number("requests");
+    let outcome = Outcome {
         rps: number("rps"),
         p50_ms: number("p50_ms"),
         p99_ms: number("p99_ms"),
         max_ms: number("max_ms"),
-    })
+    };
+    Ok((outcome, cpu_per_request_us))
 }
 
 fn latencies(outcome: &Outcome) -> String {

@@ -173,6 +173,11 @@ impl RegistryProcess {
         self.port
     }
 
+    /// The registry process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };

@@ -117,6 +117,35 @@ impl Served {
     }
 }
 
+/// CPU time `pid` has used so far, all its threads, user and system (utime + stime of stat(5)).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name may hold spaces; the fields counted here come after its closing parenthesis.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("no ) in stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); field 3 is the first after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .map(|&i| fields.get(i).context("short stat line")?.parse::<u64>().context("stat field"))
+        .sum::<Result<u64>>()?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()))
+}
+
+/// `getconf CLK_TCK`, asked once (100 on every Linux this runs on, but it is configurable).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
 /// `VmRSS` of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64> {
     status_kib(pid, "VmRSS:")
@@ -156,5 +185,11 @@ mod tests {
     fn reads_its_own_proc_entries() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         assert!(status_kib(std::process::id(), "VmHWM:").unwrap() > 0);
+        let before = cpu_time(std::process::id()).unwrap();
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        assert!(cpu_time(std::process::id()).unwrap() > before, "50 ms of spinning used no CPU time");
     }
 }

@@ -64,6 +64,16 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     if pattern_port != host_port {
         return false;
     }
+    // Runs for every keyring entry and registry setting on every image of every admission, and
+    // nearly every pattern names one host: without wildcards, label-by-label equality ignoring
+    // ASCII case is equality of the whole names ignoring ASCII case.
+    if !pattern_host.contains(['*', '?']) {
+        return pattern_host.eq_ignore_ascii_case(host_name);
+    }
+    labels_match(pattern_host, host_name)
+}
+
+fn labels_match(pattern_host: &str, host_name: &str) -> bool {
     if pattern_host.split('.').count() != host_name.split('.').count() {
         return false;
     }
@@ -126,6 +136,33 @@ mod tests {
         assert!(host_matches("Registry.Example.com", "registry.example.com"));
         assert!(host_matches("*.Corp.example", "REGISTRY.corp.EXAMPLE"));
         assert!(host_matches("reg-?.corp", "reg-1.corp"));
+    }
+
+    #[test]
+    fn hosts_without_wildcards_match_as_label_by_label() {
+        let names = [
+            "registry.example.com",
+            "Registry.Example.COM",
+            "registry.example.co",
+            "registry.example.com.",
+            "example.com",
+            "127.0.0.1",
+            "[::1]",
+            "ünï.example",
+            "ÜNÏ.example",
+            "",
+            ".",
+            "a..b",
+        ];
+        for pattern in names {
+            for host in names {
+                assert_eq!(
+                    host_matches(pattern, host),
+                    labels_match(pattern, host),
+                    "pattern {pattern:?}, host {host:?}"
+                );
+            }
+        }
         assert!(!host_matches("reg-?.corp", "reg-10.corp"));
         assert!(host_matches("bücher.example", "BüCHER.example"));
     }

@@ -1,7 +1,7 @@
 //! The core shared by `serve`, `check` and `audit`: containers in, graded findings and per-image
 //! reports out. Every distinct image is resolved once and concurrently, within one deadline.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use futures::future::join_all;
 use serde::Serialize;
@@ -123,11 +123,15 @@ impl Inspector {
         }
         let resolved =
             join_all(distinct.iter().map(|image| self.resolve_one(image, pod.credentials, options))).await;
-        let by_image: HashMap<&str, &Resolved> = distinct.iter().copied().zip(resolved.iter()).collect();
 
         let mut findings = Vec::new();
         for container in containers {
-            let Some(resolved) = by_image.get(container.image.as_str()) else {
+            // A pod has a handful of images: a scan beats hashing each name.
+            let Some(resolved) = distinct
+                .iter()
+                .position(|image| *image == container.image)
+                .and_then(|index| resolved.get(index))
+            else {
                 continue;
             };
             let subject = Subject { container: &container.name, image: &container.image };

@@ -114,6 +114,7 @@ mod tests {
             artifact_type: None,
             compressed_size: Some(layers.iter().map(|l| l.size).sum()),
             layers,
+            comparable_platforms: Default::default(),
         }
     }
 

@@ -100,7 +100,7 @@ fn describe_pools(pools: &[&Pool]) -> String {
 }
 
 pub fn platform_findings(subject: Subject<'_>, facts: &ImageFacts, targets: &NodeTargets) -> Vec<Finding> {
-    let images: Vec<Platform> = facts.platforms.iter().map(Platform::from_image).collect();
+    let images = facts.comparable_platforms();
     if images.is_empty() {
         // Artifacts and manifests without platform data are judged elsewhere (PG403); guessing here would lie.
         return Vec::new();
@@ -112,20 +112,20 @@ pub fn platform_findings(subject: Subject<'_>, facts: &ImageFacts, targets: &Nod
             format!(
                 "the platforms of {} ({}) were not compared with the nodes: {reason}.",
                 subject.image,
-                list(&images)
+                list(images)
             ),
         )),
-        NodeTargets::Selector(platform) => (fit(platform, &images) == Fit::No).then(|| {
+        NodeTargets::Selector(platform) => (fit(platform, images) == Fit::No).then(|| {
             subject.finding(
                 Code::Pg301,
-                format!("no {platform} image: built for {}", list(&images)),
+                format!("no {platform} image: built for {}", list(images)),
                 format!(
                     "{} is built for {} but the pod's node selector asks for {platform} nodes (none are \
                      running now, so the pool is probably scaled to zero): the pull will fail with \"no \
                      match for platform in manifest\". Build and push the image for {platform} (for \
                      example docker buildx build --platform {platform}), or change the selector.",
                     subject.image,
-                    list(&images)
+                    list(images)
                 ),
             )
         }),
@@ -136,10 +136,10 @@ pub fn platform_findings(subject: Subject<'_>, facts: &ImageFacts, targets: &Nod
                 "no node currently matches the nodeSelector, affinity and tolerations of this pod, and \
                  they name no kubernetes.io/arch, so the platforms of {} ({}) could not be checked.",
                 subject.image,
-                list(&images)
+                list(images)
             ),
         )),
-        NodeTargets::Pools(pools) => pool_finding(subject, &images, pools),
+        NodeTargets::Pools(pools) => pool_finding(subject, images, pools),
     };
     finding.into_iter().collect()
 }
@@ -236,6 +236,7 @@ mod tests {
             artifact_type: None,
             compressed_size: None,
             layers: vec![],
+            comparable_platforms: Default::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! OCI and Docker v2 bodies go through oci-client's types; Docker schema 1 has no type there
 //! (see CRATE-NOTES), so it gets a small struct of its own.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use oci_client::manifest::{OciImageIndex, OciImageManifest};
 use serde::{Deserialize, Serialize};
@@ -278,7 +278,7 @@ impl ConfigPlatform {
 }
 
 /// Everything pullguard keeps about one resolved image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ImageFacts {
     pub digest: String,
     pub media_type: String,
@@ -290,6 +290,17 @@ pub struct ImageFacts {
     /// Sum of the layer sizes the manifest declares; unknown for an index and for schema 1.
     pub compressed_size: Option<u64>,
     pub layers: Vec<Layer>,
+    /// `platforms` as nodes are compared with them, worked out on first use: facts are shared
+    /// by every admission of the image, the comparison is made for each.
+    #[serde(skip)]
+    pub comparable_platforms: OnceLock<Vec<crate::platform::Platform>>,
+}
+
+impl ImageFacts {
+    pub fn comparable_platforms(&self) -> &[crate::platform::Platform] {
+        self.comparable_platforms
+            .get_or_init(|| self.platforms.iter().map(crate::platform::Platform::from_image).collect())
+    }
 }
 
 /// Why a manifest cannot be run as a container image, if it cannot.
@@ -395,6 +406,7 @@ mod tests {
             artifact_type: artifact.map(String::from),
             compressed_size: Some(1),
             layers: vec![],
+            comparable_platforms: Default::default(),
         }
     }
 

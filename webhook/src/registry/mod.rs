@@ -343,6 +343,7 @@ impl Registry {
             artifact_type: None,
             compressed_size: None,
             layers: Vec::new(),
+            comparable_platforms: Default::default(),
         };
         match parsed {
             Parsed::Index { kind, artifact_type, entries } => {

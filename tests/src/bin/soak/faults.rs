@@ -280,7 +280,10 @@ impl Sampler {
         let mut at = started;
         loop {
             tokio::time::sleep_until(at.into()).await;
-            match (rss_kib(self.pid), server::cpu_seconds(self.pid)) {
+            match (
+                rss_kib(self.pid),
+                pullguard_tests::served::cpu_time(self.pid).map(|cpu| cpu.as_secs_f64()),
+            ) {
                 (Ok(rss_kib), Ok(cpu_seconds)) => samples.push(Sample {
                     at: at.duration_since(started),
                     rss_kib,

@@ -90,50 +90,10 @@ impl Pullguard {
     }
 }
 
-/// Utime + stime of `pid` in seconds.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // The command name may hold spaces; the fields counted here come after its closing parenthesis.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("no ) in stat")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5); field 3 is the first after the name.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .map(|&i| fields.get(i).context("short stat line")?.parse::<u64>().context("stat field"))
-        .sum::<Result<u64>>()?;
-    Ok(ticks as f64 / clock_ticks_per_second())
-}
-
 /// The 1-minute load average (0 when unreadable: it only explains, it decides nothing).
 pub fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// `getconf CLK_TCK`, asked once (100 on every Linux this runs on, but it is configurable).
-fn clock_ticks_per_second() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_its_own_proc_entries() {
-        assert!(pullguard_tests::served::rss_kib(std::process::id()).unwrap() > 0);
-        assert!(cpu_seconds(std::process::id()).unwrap() >= 0.0);
-    }
 }
