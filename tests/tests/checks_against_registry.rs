@@ -452,6 +452,37 @@ async fn an_expired_tag_is_revalidated_with_a_head() {
     assert_eq!(registry.requests(&format!("GET /v2/app/manifests/{}", moved.digest)), 1);
 }
 
+/// Entries end with their life even though the cache keeps them until evicted: a miss is asked
+/// again after `missTtl`, a digest read again after `digestTtl`, and neither sooner.
+#[tokio::test]
+async fn misses_and_digests_are_asked_again_when_their_life_ends() {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    let v1 = seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    config.cache.miss_ttl = HumanDuration(Duration::from_millis(300));
+    config.cache.digest_ttl = HumanDuration(Duration::from_millis(300));
+    let inspector = inspector_with(config, Keyring::default());
+    let missing = format!("{}/app:nope", registry.host());
+    let pinned = format!("{}/app@{}", registry.host(), v1.digest);
+    let missing_reads = || registry.requests("GET /v2/app/manifests/nope");
+    let pinned_reads = || registry.requests(&format!("GET /v2/app/manifests/{}", v1.digest));
+
+    for _ in 0..2 {
+        assert_eq!(codes(&inspect(&inspector, &missing).await), vec![Code::Pg101]);
+        assert!(inspect(&inspector, &pinned).await.findings.is_empty());
+    }
+    assert_eq!((missing_reads(), pinned_reads()), (1, 1), "both answered from the cache the second time");
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(codes(&inspect(&inspector, &missing).await), vec![Code::Pg101]);
+    let inspection = inspect(&inspector, &pinned).await;
+    assert!(inspection.findings.is_empty(), "{:?}", inspection.findings);
+    assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(v1.digest.as_str()));
+    assert_eq!((missing_reads(), pinned_reads()), (2, 2), "both asked again once their life ended");
+    assert_eq!(registry.requests(&format!("GET /v2/app/blobs/{}", v1.config_digest)), 2);
+}
+
 /// A stale tag is revalidated by one caller; callers arriving meanwhile are answered from the
 /// facts it had instead of queueing behind a slow registry.
 #[tokio::test]

@@ -105,7 +105,11 @@ impl Metrics {
             cache_lookups.clone(),
         );
         let cache_entries = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
-        registry.register("cache_entries", "Entries in the image facts cache", cache_entries.clone());
+        registry.register(
+            "cache_entries",
+            "Entries in the image facts cache (an expired entry counts until replaced or evicted)",
+            cache_entries.clone(),
+        );
         let findings = Family::<FindingLabels, Counter>::default();
         registry.register("findings", "Findings reported, by code and severity", findings.clone());
         let certificate_reloads = Family::<ReloadLabels, Counter>::default();

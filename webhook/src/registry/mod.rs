@@ -32,7 +32,6 @@ use std::{
 };
 
 use moka::{
-    Expiry,
     future::Cache,
     ops::compute::{CompResult, Op},
 };
@@ -46,25 +45,30 @@ pub use self::{
 };
 use crate::{config::Config, credentials::Credential, metrics::Metrics, reference::ImageRef};
 
+/// Every entry carries the end of its life (`dies_at`), checked on each read: moka's per-entry
+/// expiry would cost two more allocations and about 60 bytes per entry (a timer-wheel node and
+/// its bookkeeping), a tenth of the cache's memory at 100,000 entries. An entry past its life
+/// reads as absent, is replaced by the next lookup of its key, and until then waits for the
+/// capacity bound (`cache.maxEntries`) to evict it like any entry nobody asks for.
 #[derive(Clone)]
 enum Entry {
     /// `fresh_until` is `None` for digests (content never changes); a tag past it is revalidated.
-    Found { facts: Arc<ImageFacts>, fresh_until: Option<Instant>, keep_for: Duration },
+    Found { facts: Arc<ImageFacts>, fresh_until: Option<Instant>, dies_at: Instant },
     /// Errors are boxed: they are rare, and inline they would double every entry's size.
-    Missing { error: Box<LookupError>, keep_for: Duration },
+    Missing { error: Box<LookupError>, dies_at: Instant },
     /// A tag whose lookup just failed for a passing reason (registry down, slow, 5xx). Until
     /// `retry_at` it answers the callers queued behind that attempt, and new ones, instead of
     /// each trying the registry again in turn; `stale` keeps what the tag resolved to before, so
     /// that the next attempt revalidates with a HEAD rather than starting over.
-    Failed { error: Box<LookupError>, retry_at: Instant, stale: Option<Arc<ImageFacts>>, keep_for: Duration },
+    Failed { error: Box<LookupError>, retry_at: Instant, stale: Option<Arc<ImageFacts>>, dies_at: Instant },
 }
 
 impl Entry {
-    fn keep_for(&self) -> Duration {
+    fn is_alive(&self) -> bool {
         match self {
-            Entry::Found { keep_for, .. }
-            | Entry::Missing { keep_for, .. }
-            | Entry::Failed { keep_for, .. } => *keep_for,
+            Entry::Found { dies_at, .. } | Entry::Missing { dies_at, .. } | Entry::Failed { dies_at, .. } => {
+                Instant::now() < *dies_at
+            }
         }
     }
 
@@ -75,25 +79,6 @@ impl Entry {
             // A miss is fresh for its whole (short) life.
             Entry::Found { fresh_until: None, .. } | Entry::Missing { .. } => true,
         }
-    }
-}
-
-struct EntryExpiry;
-
-impl Expiry<Key, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _key: &Key, value: &Entry, _now: Instant) -> Option<Duration> {
-        Some(value.keep_for())
-    }
-
-    // A revalidated tag starts a new life; moka's default would keep the old deadline.
-    fn expire_after_update(
-        &self,
-        _key: &Key,
-        value: &Entry,
-        _now: Instant,
-        _remaining: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.keep_for())
     }
 }
 
@@ -122,8 +107,7 @@ const FAILED_LOOKUP_ANSWERS_FOR: Duration = Duration::from_secs(2);
 
 impl Registry {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registry, TransportBuildError> {
-        let lookups =
-            Cache::builder().max_capacity(config.cache.max_entries).expire_after(EntryExpiry).build();
+        let lookups = Cache::builder().max_capacity(config.cache.max_entries).build();
         Ok(Registry {
             transport: Transport::new(config, metrics.clone())?,
             lookups,
@@ -161,7 +145,7 @@ impl Registry {
 
     async fn by_tag(&self, endpoint: &Endpoint<'_>, tag: &str) -> Result<Arc<ImageFacts>, LookupError> {
         let key = cache_key(endpoint, ":", tag);
-        if let Some(entry) = self.lookups.get(&key).await {
+        if let Some(entry) = self.lookups.get(&key).await.filter(Entry::is_alive) {
             if entry.is_fresh() {
                 self.count_lookup(&AtomicBool::new(false));
                 return from_entry(entry);
@@ -178,7 +162,7 @@ impl Registry {
             .lookups
             .entry(key)
             .and_try_compute_with(|current| async {
-                let known = match current.map(|entry| entry.into_value()) {
+                let known = match current.map(|entry| entry.into_value()).filter(Entry::is_alive) {
                     // Refreshed, or just failed, by the caller this one waited for.
                     Some(entry) if entry.is_fresh() => return Ok::<_, LookupError>(Op::Nop),
                     Some(Entry::Found { facts, .. } | Entry::Failed { stale: Some(facts), .. }) => {
@@ -194,10 +178,10 @@ impl Registry {
                     Ok(facts) => Entry::Found {
                         facts,
                         fresh_until: Some(Instant::now() + self.ttls.tag),
-                        keep_for: tag_life,
+                        dies_at: Instant::now() + tag_life,
                     },
                     Err(error) if error.is_definite() => {
-                        Entry::Missing { error: Box::new(error), keep_for: self.ttls.miss }
+                        Entry::Missing { error: Box::new(error), dies_at: Instant::now() + self.ttls.miss }
                     }
                     Err(error) => Entry::Failed {
                         error: Box::new(error),
@@ -207,7 +191,8 @@ impl Registry {
                                 .transport
                                 .backoff_remaining(endpoint.api_host)
                                 .unwrap_or(FAILED_LOOKUP_ANSWERS_FOR),
-                        keep_for: if known.is_some() { tag_life } else { FAILED_LOOKUP_ANSWERS_FOR },
+                        dies_at: Instant::now()
+                            + if known.is_some() { tag_life } else { FAILED_LOOKUP_ANSWERS_FOR },
                         stale: known,
                     },
                 };
@@ -229,6 +214,16 @@ impl Registry {
 
     async fn by_digest(&self, endpoint: &Endpoint<'_>, digest: &str) -> Result<Arc<ImageFacts>, LookupError> {
         let key = cache_key(endpoint, "@", digest);
+        match self.lookups.get(&key).await {
+            Some(entry) if entry.is_alive() => {
+                self.count_lookup(&AtomicBool::new(false));
+                return from_entry(entry);
+            }
+            // Makes way for `try_get_with`, which would hand out the dead entry. Two callers may
+            // both remove it; the load after it is still shared.
+            Some(_) => self.lookups.invalidate(&key).await,
+            None => {}
+        }
         let missed = AtomicBool::new(false);
         let entry = self
             .lookups
@@ -280,11 +275,16 @@ impl Registry {
         let digest = verified_digest(&media_type, reply.digest.as_deref(), &reply.body, None)?;
         let digest_key = cache_key(endpoint, "@", &digest);
         // Another tag (or an earlier pin by digest) already resolved this content.
-        if let Some(Entry::Found { facts, .. }) = self.lookups.get(&digest_key).await {
+        if let Some(Entry::Found { facts, .. }) = self.lookups.get(&digest_key).await.filter(Entry::is_alive)
+        {
             return Ok(facts);
         }
         let facts = Arc::new(self.facts_from(endpoint, &digest, &media_type, &reply.body).await?);
-        let entry = Entry::Found { facts: facts.clone(), fresh_until: None, keep_for: self.ttls.digest };
+        let entry = Entry::Found {
+            facts: facts.clone(),
+            fresh_until: None,
+            dies_at: Instant::now() + self.ttls.digest,
+        };
         self.lookups.insert(digest_key, entry).await;
         Ok(facts)
     }
@@ -449,9 +449,9 @@ fn into_entry(
     miss_ttl: Duration,
 ) -> Result<Entry, LookupError> {
     match outcome {
-        Ok(facts) => Ok(Entry::Found { facts, fresh_until: None, keep_for: found_ttl }),
+        Ok(facts) => Ok(Entry::Found { facts, fresh_until: None, dies_at: Instant::now() + found_ttl }),
         Err(error) if error.is_definite() => {
-            Ok(Entry::Missing { error: Box::new(error), keep_for: miss_ttl })
+            Ok(Entry::Missing { error: Box::new(error), dies_at: Instant::now() + miss_ttl })
         }
         Err(error) => Err(error),
     }
