@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use base64::Engine as _;
 use pullguard_tests::{
-    certs::TestCa, registry::RegistryProcess, secret_volume::SecretVolume, seed::Seeder, served::rss_kib,
+    certs::TestCa,
+    registry::RegistryProcess,
+    secret_volume::SecretVolume,
+    seed::Seeder,
+    served::{cpu_time, rss_kib},
 };
 
 use crate::{
@@ -280,10 +284,7 @@ impl Sampler {
         let mut at = started;
         loop {
             tokio::time::sleep_until(at.into()).await;
-            match (
-                rss_kib(self.pid),
-                pullguard_tests::served::cpu_time(self.pid).map(|cpu| cpu.as_secs_f64()),
-            ) {
+            match (rss_kib(self.pid), cpu_time(self.pid).map(|cpu| cpu.as_secs_f64())) {
                 (Ok(rss_kib), Ok(cpu_seconds)) => samples.push(Sample {
                     at: at.duration_since(started),
                     rss_kib,
