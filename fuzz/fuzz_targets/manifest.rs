@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 artifact_type,
                 compressed_size: None,
                 layers: vec![],
+                comparable_platforms: Default::default(),
             }
         }
         Parsed::Image { kind, config_media_type, config_digest: _, artifact_type, layers } => {
@@ -63,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
                 artifact_type,
                 compressed_size: Some(layers.iter().fold(0u64, |sum, layer| sum.saturating_add(layer.size))),
                 layers,
+                comparable_platforms: Default::default(),
             }
         }
         Parsed::Schema1 { architecture: _, layers } => ImageFacts {
@@ -74,9 +76,14 @@ fuzz_target!(|data: &[u8]| {
             artifact_type: None,
             compressed_size: None,
             layers,
+            comparable_platforms: Default::default(),
         },
     };
     for platform in &facts.platforms {
+        let _ = platform.to_string();
+    }
+    // What the platform checks compare nodes with: any platform strings must normalise.
+    for platform in facts.comparable_platforms() {
         let _ = platform.to_string();
     }
     let _ = facts.layers.iter().filter(|layer| layer.is_empty_layer()).count();
