@@ -147,13 +147,13 @@ impl Registry {
         let key = cache_key(endpoint, ":", tag);
         if let Some(entry) = self.lookups.get(&key).await.filter(Entry::is_alive) {
             if entry.is_fresh() {
-                self.count_lookup(&AtomicBool::new(false));
+                self.count_lookup(false);
                 return from_entry(entry);
             }
             if let Entry::Found { facts, .. } = entry
                 && self.is_revalidating(key)
             {
-                self.count_lookup(&AtomicBool::new(false));
+                self.count_lookup(false);
                 return Ok(facts);
             }
         }
@@ -199,7 +199,7 @@ impl Registry {
                 Ok(Op::Put(entry))
             })
             .await;
-        self.count_lookup(&missed);
+        self.count_lookup(missed.load(Ordering::Relaxed));
         match computed? {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) | CompResult::Unchanged(entry) => {
                 from_entry(entry.into_value())
@@ -216,7 +216,7 @@ impl Registry {
         let key = cache_key(endpoint, "@", digest);
         match self.lookups.get(&key).await {
             Some(entry) if entry.is_alive() => {
-                self.count_lookup(&AtomicBool::new(false));
+                self.count_lookup(false);
                 return from_entry(entry);
             }
             // Makes way for `try_get_with`, which would hand out the dead entry. Two callers may
@@ -234,7 +234,7 @@ impl Registry {
             })
             .await
             .map_err(|error| (*error).clone());
-        self.count_lookup(&missed);
+        self.count_lookup(missed.load(Ordering::Relaxed));
         from_entry(entry?)
     }
 
@@ -243,8 +243,8 @@ impl Registry {
     }
 
     /// A caller that waited on another's load counts as a hit: it caused no request.
-    fn count_lookup(&self, missed: &AtomicBool) {
-        self.metrics.cache_lookup(!missed.load(Ordering::Relaxed));
+    fn count_lookup(&self, missed: bool) {
+        self.metrics.cache_lookup(!missed);
         self.metrics.cache_entries.set(i64::try_from(self.lookups.entry_count()).unwrap_or(i64::MAX));
     }
 
