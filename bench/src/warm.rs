@@ -46,11 +46,13 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
         spawn_pullguard(&args.pullguard, &config, Some(cluster.kubeconfig()), work, "warm-pullguard").await?;
     cluster::wait_ready(pullguard.admin_addr()).await?;
     let (mut floor, floor_ca) = spawn_floor(work, false).await?;
-    let (mut transport, _) = spawn_floor(work, true).await?;
+    let (mut transport, transport_ca) = spawn_floor(work, true).await?;
     let pullguard_trust = work.join("pullguard-trust.pem");
     let floor_trust = work.join("floor-trust.pem");
+    let transport_trust = work.join("transport-trust.pem");
     std::fs::write(&pullguard_trust, &ca)?;
     std::fs::write(&floor_trust, &floor_ca)?;
+    std::fs::write(&transport_trust, &transport_ca)?;
 
     let reviews = PodReviews::load()?.with_pull_secret(cluster::PULL_SECRET);
     let client = https_client(&ca)?;
@@ -93,6 +95,9 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
         let (floor_half, floor_cpu) = open_loop(&floor, &floor_trust, body, half, args.warm_seconds).await?;
         let (pullguard_half, pullguard_cpu) =
             open_loop(&pullguard, &pullguard_trust, body, half, args.warm_seconds).await?;
+        progress(&format!("warm, {label}: transport alone at {half:.0} req/s, open loop"));
+        let (_, transport_cpu) =
+            open_loop(&transport, &transport_trust, body, half, args.warm_seconds).await?;
         pullguard.ensure_alive()?;
         floor.ensure_alive()?;
         transport.ensure_alive()?;
@@ -151,6 +156,22 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
             )
             .compared(format!("floor {floor_cpu:.0} µs"), ratio(pullguard_cpu, floor_cpu)),
         );
+        // What the throughput target leaves for pullguard's own work: CPU per request may be at
+        // most the floor's / 0.70, and transport takes its share of that first.
+        let budget = floor_cpu / THROUGHPUT_TARGET - transport_cpu;
+        table.push(
+            Row::info(
+                format!("Own work per request (CPU above transport alone, {transport_cpu:.0} µs), {label}"),
+                format!("{:.0} µs", pullguard_cpu - transport_cpu),
+            )
+            .compared(
+                format!(
+                    "floor {:.0} µs; ≤ {budget:.0} µs would keep pullguard at {THROUGHPUT_TARGET:.2}× the floor",
+                    floor_cpu - transport_cpu
+                ),
+                ratio(pullguard_cpu - transport_cpu, budget),
+            ),
+        );
     }
 
     // Proof that the warm figures are warm: nothing reached the registry during any load run.
@@ -172,7 +193,9 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
          {api_during} Kubernetes API requests (pull-secret re-reads after their cache time) during \
          the runs; ratio column = pullguard / floor (p99 for latency rows). The load generator takes \
          one of the 2 cores. CPU time per request: user + system time of the server process (/proc) \
-         across the half-of-max run, over every request of it (warm-up included).",
+         across the half-of-max run, over every request of it (warm-up included); transport alone \
+         (the floor's stack answering a constant without reading the review) is run at the same rate \
+         to split each server's CPU into transport and its own work.",
         args.warm_seconds
     ));
     pullguard.stop().await;

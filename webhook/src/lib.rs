@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod finding;
 pub mod glob;
 pub mod inspect;
+pub mod json_log;
 pub mod metrics;
 pub mod platform;
 pub mod pod_credentials;

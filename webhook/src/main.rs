@@ -2,8 +2,9 @@
 
 use clap::Parser;
 use pullguard::cli::{self, Cli, LogFormat};
+use pullguard::json_log::JsonLines;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, fmt::format::JsonFields};
 
 /// Log lines queued for the writer thread before new ones are dropped.
 const LOG_QUEUE_LINES: usize = 64 * 1024;
@@ -23,7 +24,7 @@ fn init_logging(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(JsonLines).init(),
         LogFormat::Text => builder.init(),
     }
     guard

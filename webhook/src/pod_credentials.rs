@@ -64,11 +64,15 @@ impl PodCredentials {
             credentials.referenced.iter().map(|name| reader.secret(namespace, name)),
         )
         .await;
-        for (name, read) in credentials.referenced.clone().into_iter().zip(reads) {
+        for (name, read) in credentials.referenced.iter().zip(reads) {
             match read {
+                // Most pods name one secret: its keyring is taken whole rather than copied and sorted.
+                SecretRead::Usable(keyring) if credentials.keyring.is_empty() => {
+                    credentials.keyring = keyring
+                }
                 SecretRead::Usable(keyring) => credentials.keyring.extend(&keyring),
-                SecretRead::Malformed(problem) => credentials.malformed.push((name, problem)),
-                SecretRead::Missing => credentials.missing.push(name),
+                SecretRead::Malformed(problem) => credentials.malformed.push((name.clone(), problem)),
+                SecretRead::Missing => credentials.missing.push(name.clone()),
                 SecretRead::Unreadable(reason) => credentials.unreadable = Some(reason),
             }
         }
