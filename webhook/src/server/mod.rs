@@ -89,7 +89,7 @@ async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
     };
     let (review, outcome) = state.admission.review(&request).await;
     let elapsed = started.elapsed();
-    admission::log_outcome(&request, &outcome, elapsed.as_millis());
+    admission::log_outcome(&request, &outcome, elapsed);
     admission::record_outcome(&state.metrics, &request, &outcome, elapsed);
     json_answer(StatusCode::OK, &review)
 }
