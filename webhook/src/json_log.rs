@@ -134,7 +134,7 @@ impl Visit for FieldWriter<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        // JSON has no NaN or infinity: those go out as text, as serde_json's `Value` would not.
+        // JSON has no NaN or infinity: they go out as text (serde_json would write `null`).
         // Debug keeps the `.0` of whole numbers, so they read back as floats.
         if value.is_finite() {
             self.field(field, |out| write!(out, "{value:?}"));
@@ -277,6 +277,24 @@ mod tests {
         for (ours, theirs) in ours.into_iter().zip(theirs) {
             assert_eq!(without_timestamp(ours), without_timestamp(theirs));
         }
+    }
+
+    /// rustls and other dependencies log through the `log` crate; their lines carry the
+    /// record's own level and target, as tracing-subscriber's do.
+    #[test]
+    fn records_from_the_log_crate_keep_their_level_and_target() {
+        let (ours, theirs) = both(|| {
+            let record = log::Record::builder()
+                .level(log::Level::Warn)
+                .target("rustls::client")
+                .args(format_args!("certificate \"expired\""))
+                .build();
+            tracing_log::format_trace(&record).unwrap();
+        });
+        assert_eq!(ours[0]["level"], "WARN");
+        assert_eq!(ours[0]["target"], "rustls::client");
+        assert_eq!(ours[0]["fields"]["message"], "certificate \"expired\"");
+        assert_eq!(without_timestamp(ours[0].clone()), without_timestamp(theirs[0].clone()));
     }
 
     #[test]
