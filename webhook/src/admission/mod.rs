@@ -2,6 +2,7 @@
 //! to check, run the core, and build the response from `AdmissionResponse::from(&request)` so
 //! the uid is always the request's.
 
+mod node_targets;
 pub mod review;
 pub mod workload;
 
@@ -11,6 +12,7 @@ use kube::core::{Status, admission::Operation};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use self::node_targets::TargetsMemo;
 pub use self::review::{ObjectJson, ReviewAnswer, ReviewError, ReviewRequest};
 use self::workload::{WorkloadKind, changed_containers, containers};
 use k8s_openapi::api::core::v1::PodSpec;
@@ -24,7 +26,6 @@ use crate::{
     inspect::{InspectOptions, Inspector, PodContext},
     metrics::{AdmissionLabels, FindingLabels, Metrics},
     pod_credentials::{PodCredentials, add_secret_hints},
-    scheduling::{self, PodOwner},
     verdict::{self, Verdict},
 };
 
@@ -71,11 +72,12 @@ pub enum Outcome {
 pub struct Admission {
     inspector: Arc<Inspector>,
     cluster: Option<ClusterState>,
+    targets: TargetsMemo,
 }
 
 impl Admission {
     pub fn new(inspector: Arc<Inspector>, cluster: Option<ClusterState>) -> Admission {
-        Admission { inspector, cluster }
+        Admission { inspector, cluster, targets: TargetsMemo::default() }
     }
 
     /// Answers one review. Never fails: every problem past decoding becomes an allowed response
@@ -166,7 +168,7 @@ impl Admission {
             None => PodCredentials::unknown(&spec, is_pod, "pullguard runs without a Kubernetes API"),
         };
         let options = InspectOptions { offline: false, deadline, image_reports: false };
-        let context = PodContext { targets: Some(&targets), credentials: &credentials };
+        let context = PodContext { targets: Some(&*targets), credentials: &credentials };
         let mut inspection = self.inspector.inspect(&wanted, context, options).await;
         if let Some(cluster) = &self.cluster
             && inspection.findings.iter().any(|f| matches!(f.code, Code::Pg201 | Code::Pg202 | Code::Pg204))
@@ -182,25 +184,17 @@ impl Admission {
 impl Admission {
     /// Where the pod can land: candidate nodes from the inventory, else the platform its
     /// selector names, else the reason nothing could be compared.
-    fn node_targets(&self, kind: WorkloadKind, spec: &PodSpec) -> NodeTargets {
+    fn node_targets(&self, kind: WorkloadKind, spec: &PodSpec) -> Arc<NodeTargets> {
         let Some(cluster) = &self.cluster else {
-            return NodeTargets::Unknown(
+            return Arc::new(NodeTargets::Unknown(
                 "pullguard runs without a Kubernetes API, so node platforms are unknown".into(),
-            );
+            ));
         };
         if !cluster.nodes.is_synced() {
-            return NodeTargets::Unknown("the node inventory has not synced yet".into());
+            return Arc::new(NodeTargets::Unknown("the node inventory has not synced yet".into()));
         }
-        let nodes = cluster.nodes.nodes();
-        let owner = if kind == WorkloadKind::DaemonSet { PodOwner::DaemonSet } else { PodOwner::Any };
-        let candidates = scheduling::candidates(spec, owner, &nodes);
-        if candidates.is_empty() {
-            return match scheduling::platform_from_selectors(spec) {
-                Some(platform) => NodeTargets::Selector(platform),
-                None => NodeTargets::Pools(Vec::new()),
-            };
-        }
-        NodeTargets::from_nodes(&candidates, &self.inspector.config().node_pool_labels)
+        let pool_labels = &self.inspector.config().node_pool_labels;
+        self.targets.targets(spec, kind.pod_owner(), &cluster.nodes.nodes(), pool_labels)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::PodSpec;
 use serde::Serialize;
 
 use super::Subject;
@@ -9,7 +10,7 @@ use crate::{
     finding::{Code, Finding},
     platform::Platform,
     registry::ImageFacts,
-    scheduling::{NodeFacts, PoolName},
+    scheduling::{self, NodeFacts, PodOwner, PoolName},
 };
 
 /// Where a pod can run, as far as platforms go.
@@ -31,6 +32,24 @@ pub struct Pool {
 }
 
 impl NodeTargets {
+    /// Where a pod with `spec` can land among `nodes`: its candidate nodes grouped by pool, else
+    /// (no node admits it, as when its pools are scaled to zero) the platform its selector names.
+    pub fn for_pod(
+        spec: &PodSpec,
+        owner: PodOwner,
+        nodes: &[NodeFacts],
+        pool_labels: &[String],
+    ) -> NodeTargets {
+        let candidates = scheduling::candidates(spec, owner, nodes);
+        if candidates.is_empty() {
+            return match scheduling::platform_from_selectors(spec) {
+                Some(platform) => NodeTargets::Selector(platform),
+                None => NodeTargets::Pools(Vec::new()),
+            };
+        }
+        NodeTargets::from_nodes(&candidates, pool_labels)
+    }
+
     /// Groups candidate nodes by pool and platform (a pool with mixed platforms appears once per platform).
     pub fn from_nodes(candidates: &[&NodeFacts], pool_labels: &[String]) -> NodeTargets {
         let mut counted: BTreeMap<(PoolName<'_>, &Platform), usize> = BTreeMap::new();

@@ -34,7 +34,7 @@ use crate::{
     metrics::Metrics,
     pod_credentials::PodCredentials,
     registry::Registry,
-    scheduling::{self, NodeFacts, PodOwner},
+    scheduling::NodeFacts,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -98,7 +98,12 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
                 let is_pod = workload.kind == WorkloadKind::Pod;
                 let credentials =
                     PodCredentials::read(reader, &workload.namespace, &workload.spec, is_pod).await;
-                let targets = node_targets(&workload, nodes, &config.node_pool_labels);
+                let targets = NodeTargets::for_pod(
+                    &workload.spec,
+                    workload.kind.pod_owner(),
+                    nodes,
+                    &config.node_pool_labels,
+                );
                 let context = PodContext { targets: Some(&targets), credentials: &credentials };
                 let options = InspectOptions {
                     offline: false,
@@ -131,18 +136,6 @@ fn spawn_progress(done: Arc<AtomicUsize>, total: usize) -> tokio::task::JoinHand
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     })
-}
-
-fn node_targets(workload: &Workload, nodes: &[NodeFacts], pool_labels: &[String]) -> NodeTargets {
-    let owner = if workload.kind == WorkloadKind::DaemonSet { PodOwner::DaemonSet } else { PodOwner::Any };
-    let candidates = scheduling::candidates(&workload.spec, owner, nodes);
-    if candidates.is_empty() {
-        return match scheduling::platform_from_selectors(&workload.spec) {
-            Some(platform) => NodeTargets::Selector(platform),
-            None => NodeTargets::Pools(Vec::new()),
-        };
-    }
-    NodeTargets::from_nodes(&candidates, pool_labels)
 }
 
 /// Lists one kind and keeps the objects nothing else owns: a ReplicaSet of a Deployment, a Job

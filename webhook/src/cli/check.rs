@@ -19,7 +19,7 @@ use crate::{
     platform::Platform,
     pod_credentials::PodCredentials,
     registry::Registry,
-    scheduling::{self, NodeFacts, PodOwner},
+    scheduling::NodeFacts,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -84,17 +84,7 @@ impl Nodes {
             Nodes::NotChecked => None,
             Nodes::Platforms(targets) => Some(targets.clone()),
             Nodes::Live(nodes) => {
-                let owner =
-                    if target.kind == WorkloadKind::DaemonSet { PodOwner::DaemonSet } else { PodOwner::Any };
-                let candidates = scheduling::candidates(&target.spec, owner, nodes);
-                Some(if candidates.is_empty() {
-                    match scheduling::platform_from_selectors(&target.spec) {
-                        Some(platform) => NodeTargets::Selector(platform),
-                        None => NodeTargets::Pools(Vec::new()),
-                    }
-                } else {
-                    NodeTargets::from_nodes(&candidates, pool_labels)
-                })
+                Some(NodeTargets::for_pod(&target.spec, target.kind.pod_owner(), nodes, pool_labels))
             }
         }
     }
