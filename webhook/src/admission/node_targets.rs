@@ -5,9 +5,12 @@
 //! selector. So each answer is kept until the inventory changes (a node added, relabelled,
 //! tainted or removed).
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
-use k8s_openapi::api::core::v1::{NodeAffinity, PodSpec};
+use k8s_openapi::api::core::v1::{NodeAffinity, PodSpec, Toleration};
 
 use crate::{
     checks::NodeTargets,
@@ -34,9 +37,9 @@ struct Remembered {
 struct Scheduling {
     owner: PodOwner,
     node_name: Option<String>,
-    node_selector: Option<std::collections::BTreeMap<String, String>>,
+    node_selector: Option<BTreeMap<String, String>>,
     node_affinity: Option<NodeAffinity>,
-    tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+    tolerations: Option<Vec<Toleration>>,
 }
 
 impl Scheduling {
@@ -108,8 +111,6 @@ impl TargetsMemo {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use k8s_openapi::api::core::v1::Taint;
     use serde_json::json;
 
