@@ -1,6 +1,7 @@
 pub mod certs;
 pub mod fake;
 pub mod kubeapi;
+pub mod logs;
 pub mod registry;
 pub mod secret_volume;
 pub mod seed;

@@ -460,8 +460,9 @@ async fn misses_and_digests_are_asked_again_when_their_life_ends() {
     let seeder = Seeder::new(&registry).expect("seeder");
     let v1 = seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
     let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
-    config.cache.miss_ttl = HumanDuration(Duration::from_millis(300));
-    config.cache.digest_ttl = HumanDuration(Duration::from_millis(300));
+    // Long enough that a loaded machine does not end a life between the first two rounds.
+    config.cache.miss_ttl = HumanDuration(Duration::from_millis(1500));
+    config.cache.digest_ttl = HumanDuration(Duration::from_millis(1500));
     let inspector = inspector_with(config, Keyring::default());
     let missing = format!("{}/app:nope", registry.host());
     let pinned = format!("{}/app@{}", registry.host(), v1.digest);
@@ -474,7 +475,7 @@ async fn misses_and_digests_are_asked_again_when_their_life_ends() {
     }
     assert_eq!((missing_reads(), pinned_reads()), (1, 1), "both answered from the cache the second time");
 
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_eq!(codes(&inspect(&inspector, &missing).await), vec![Code::Pg101]);
     let inspection = inspect(&inspector, &pinned).await;
     assert!(inspection.findings.is_empty(), "{:?}", inspection.findings);

@@ -4,17 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use pullguard::{config::Config, credentials::Keyring};
 use pullguard_tests::{
     kubeapi::FakeApiServer,
+    logs::LogBuffer,
     registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
     webhook::{Webhook, fixture, registry_settings},
@@ -115,29 +112,6 @@ fn codes(body: &Value) -> Vec<String> {
 
 fn allowed(body: &Value) -> bool {
     body["response"]["allowed"].as_bool().unwrap()
-}
-
-/// Everything pullguard logs during the test, at trace level, for the leak check.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut buffer) = self.0.lock() {
-            buffer.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 struct Setup {
@@ -241,6 +215,7 @@ impl Setup {
 
 #[tokio::test]
 async fn every_credential_case_through_the_webhook() {
+    // Everything pullguard logs during the test, at trace level, for the leak check.
     let logs = LogBuffer::default();
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -307,7 +282,7 @@ async fn every_credential_case_through_the_webhook() {
         assert!(!metrics.contains(secret), "a credential reached the metrics");
     }
 
-    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let captured = logs.text();
     assert!(!captured.is_empty(), "the trace subscriber captured nothing");
     for secret in [PASSWORD, WRONG_PASSWORD, &STANDARD.encode(format!("{USER}:{PASSWORD}"))] {
         assert!(!captured.contains(secret), "a credential reached the logs");

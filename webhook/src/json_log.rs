@@ -190,59 +190,33 @@ impl<W: Write> Write for Escaping<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
+    use pullguard_tests::logs::LogBuffer;
     use serde_json::{Value, json};
     use tracing::{info, info_span, subscriber::with_default, warn};
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-
-        fn make_writer(&'a self) -> Lines {
-            self.clone()
-        }
-    }
-
-    impl Lines {
-        fn parsed(&self) -> Vec<Value> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            assert!(text.ends_with('\n'), "every line ends: {text:?}");
-            text.lines()
-                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-                .collect()
-        }
+    fn parsed(logs: &LogBuffer) -> Vec<Value> {
+        let text = logs.text();
+        assert!(text.ends_with('\n'), "every line ends: {text:?}");
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
     }
 
     /// The same events through pullguard's formatter and through tracing-subscriber's own JSON.
     fn both(emit: impl Fn()) -> (Vec<Value>, Vec<Value>) {
-        let ours = Lines::default();
+        let ours = LogBuffer::default();
         let subscriber = tracing_subscriber::fmt()
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines)
             .with_writer(ours.clone())
             .finish();
         with_default(subscriber, &emit);
-        let theirs = Lines::default();
+        let theirs = LogBuffer::default();
         let subscriber = tracing_subscriber::fmt().json().with_writer(theirs.clone()).finish();
         with_default(subscriber, &emit);
-        (ours.parsed(), theirs.parsed())
+        (parsed(&ours), parsed(&theirs))
     }
 
     fn without_timestamp(mut line: Value) -> Value {
