@@ -14,6 +14,8 @@
 #                                      (default: nightly when rustup lists one)
 #   FUZZ_TARGET_DIR=DIR                where the instrumented build goes (default fuzz/target); a
 #                                      directory outside the clone lets CI reuse it between runs
+#   FUZZ_TARGET_DIR_MAX_GIB=N          a reused FUZZ_TARGET_DIR larger than this is removed before
+#                                      building (default 5)
 #   FUZZ_CODEGEN_UNITS=N               faster builds, slower fuzzing (cargo-fuzz's default is 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +78,17 @@ if [[ ! -f fuzz/Cargo.lock ]] || ! cmp -s Cargo.lock fuzz/Cargo.lock.root; then
 fi
 
 target_dir="$(realpath -m "${FUZZ_TARGET_DIR:-fuzz/target}")"
+# Cargo never deletes artifacts: every new nightly and dependency bump leaves a full instrumented
+# build behind in a reused directory. Past the cap it is started afresh (only a directory cargo
+# marked as its own, so a mistyped FUZZ_TARGET_DIR is never removed).
+cap_gib="${FUZZ_TARGET_DIR_MAX_GIB:-5}"
+if [[ -f "$target_dir/CACHEDIR.TAG" ]]; then
+    used_kib="$(du -sk "$target_dir" | cut -f1)"
+    if ((used_kib > cap_gib * 1024 * 1024)); then
+        echo "fuzz: $target_dir holds $((used_kib / 1024 / 1024)) GiB (cap $cap_gib GiB), mostly older builds; starting it afresh"
+        rm -rf "$target_dir"
+    fi
+fi
 # Every target in one cargo invocation (release, debug assertions and overflow checks on).
 build() {
     echo "fuzz: building the fuzz targets ($toolchain, sanitizer $1)"
