@@ -13,7 +13,10 @@ use crate::{
     credentials::{Credential, Keyring},
     finding::{Code, Finding, Severity},
     pod_credentials::PodCredentials,
-    reference::{ImageRef, ReferenceError},
+    reference::{
+        ImageRef,
+        memo::{Parsed, ReferenceMemo},
+    },
     registry::{ImageFacts, LookupError, Registry},
 };
 
@@ -74,11 +77,12 @@ pub struct Inspector {
     registry: Arc<Registry>,
     /// Credentials every lookup may use (a docker config given to `check`, or the node's).
     keyring: Keyring,
+    references: ReferenceMemo,
 }
 
 /// `'c`: the pod's and the node's credentials, borrowed for the one inspection.
 struct Resolved<'c> {
-    parsed: Result<ImageRef, ReferenceError>,
+    parsed: Parsed,
     outcome: Option<Result<Arc<ImageFacts>, LookupError>>,
     /// The credential used (or, offline, the one that would be used first).
     credential: Option<&'c Credential>,
@@ -98,7 +102,7 @@ pub struct PodContext<'a> {
 
 impl Inspector {
     pub fn new(config: Arc<Config>, registry: Arc<Registry>, keyring: Keyring) -> Inspector {
-        Inspector { config, registry, keyring }
+        Inspector { config, registry, keyring, references: ReferenceMemo::default() }
     }
 
     pub fn config(&self) -> &Config {
@@ -159,7 +163,7 @@ impl Inspector {
         pod: PodContext<'_>,
     ) -> Vec<Finding> {
         let mut findings = checks::reference_findings(subject, &resolved.parsed);
-        if let (Ok(image), Some(outcome)) = (&resolved.parsed, &resolved.outcome) {
+        if let (Ok(image), Some(outcome)) = (&*resolved.parsed, &resolved.outcome) {
             match outcome {
                 Ok(facts) => {
                     findings.extend(checks::manifest_findings(subject, facts, self.config.max_image_size));
@@ -186,8 +190,8 @@ impl Inspector {
         pod: &'c PodCredentials,
         options: InspectOptions,
     ) -> Resolved<'c> {
-        let parsed = ImageRef::parse(input);
-        let Ok(image) = &parsed else {
+        let parsed = self.references.parse(input);
+        let Ok(image) = &*parsed else {
             return Resolved {
                 parsed,
                 outcome: None,
@@ -245,7 +249,7 @@ fn report(input: &str, resolved: Resolved<'_>) -> ImageReport {
         Some(Ok(facts)) => Some(facts.clone()),
         _ => None,
     };
-    match resolved.parsed {
+    match &*resolved.parsed {
         Ok(image) => ImageReport {
             input: input.to_string(),
             normalized: Some(image.normalized()),

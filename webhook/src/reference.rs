@@ -4,6 +4,8 @@
 //! decisions must agree with what the node will actually pull, so this module
 //! deliberately mirrors those quirks instead of inventing a friendlier grammar.
 
+pub mod memo;
+
 use std::fmt;
 use std::str::FromStr;
 
