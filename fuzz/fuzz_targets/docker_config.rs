@@ -40,8 +40,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(keyring) = Keyring::from_docker_config(data, "fuzz") {
         exercise(&keyring);
         let mut merged = keyring.clone();
-        merged.extend(&keyring);
-        let _ = merged.keys().count();
+        merged.extend(keyring.clone());
+        assert_eq!(merged.keys().count(), 2 * keyring.keys().count());
+        let mut taken = Keyring::default();
+        taken.extend(keyring.clone());
+        assert!(taken.keys().eq(keyring.keys()), "an empty keyring extended is the other");
     }
 
     // The same bytes as a Secret: the first byte picks the type and the data key.

@@ -130,11 +130,15 @@ impl Keyring {
     }
 
     /// Appends another keyring's entries after this one's (pod secrets before node credentials,
-    /// as the kubelet's union keyring orders them).
-    pub fn extend(&mut self, other: &Keyring) {
-        for (key, credential) in &other.entries {
-            self.entries.push((key.clone(), credential.clone()));
+    /// as the kubelet's union keyring orders them). Into an empty keyring (a pod's first pull
+    /// secret, on every admission) the other is moved whole: it is sorted already.
+    pub fn extend(&mut self, other: Keyring) {
+        if self.entries.is_empty() {
+            *self = other;
+            return;
         }
+        self.entries.extend(other.entries);
+        // Stable: equal keys keep this keyring's entries first.
         self.entries.sort_by(|a, b| b.0.cmp(&a.0));
     }
 
@@ -338,9 +342,24 @@ mod tests {
     fn extend_keeps_pod_secrets_first() {
         let mut pod = keyring(r#"{"auths": {"r.example": {"username": "pod", "password": "p"}}}"#);
         let node = keyring(r#"{"auths": {"r.example": {"username": "node", "password": "p"}}}"#);
-        pod.extend(&node);
+        pod.extend(node);
         let users: Vec<&str> = pod.lookup(&image("r.example/x")).iter().map(|c| c.username()).collect();
         assert_eq!(users, vec!["pod", "node"]);
+    }
+
+    #[test]
+    fn extending_an_empty_keyring_gives_the_other_in_its_order() {
+        let secret = keyring(
+            r#"{"auths": {"r.example": {"username": "host", "password": "p"},
+                          "r.example/team": {"username": "team", "password": "p"}}}"#,
+        );
+        let mut pod = Keyring::default();
+        pod.extend(secret.clone());
+        let users = |ring: &Keyring| -> Vec<String> {
+            ring.lookup(&image("r.example/team/x")).iter().map(|c| c.username().to_string()).collect()
+        };
+        assert_eq!(users(&pod), vec!["team", "host"]);
+        assert_eq!(users(&pod), users(&secret));
     }
 
     #[test]

@@ -66,11 +66,7 @@ impl PodCredentials {
         .await;
         for (name, read) in credentials.referenced.iter().zip(reads) {
             match read {
-                // Most pods name one secret: its keyring is taken whole rather than copied and sorted.
-                SecretRead::Usable(keyring) if credentials.keyring.is_empty() => {
-                    credentials.keyring = keyring
-                }
-                SecretRead::Usable(keyring) => credentials.keyring.extend(&keyring),
+                SecretRead::Usable(keyring) => credentials.keyring.extend(keyring),
                 SecretRead::Malformed(problem) => credentials.malformed.push((name.clone(), problem)),
                 SecretRead::Missing => credentials.missing.push(name.clone()),
                 SecretRead::Unreadable(reason) => credentials.unreadable = Some(reason),
@@ -85,7 +81,7 @@ impl PodCredentials {
         for (name, read) in secrets {
             credentials.referenced.push(name.clone());
             match read {
-                Ok(keyring) => credentials.keyring.extend(&keyring),
+                Ok(keyring) => credentials.keyring.extend(keyring),
                 Err(problem) => credentials.malformed.push((name, problem)),
             }
         }
