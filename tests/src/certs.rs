@@ -13,6 +13,9 @@ use rcgen::{
 pub struct TestCa {
     /// The CA certificate, PEM encoded: what clients must trust.
     pub ca_pem: String,
+    /// The CA's private key (PKCS#8 PEM), for programs that sign with it (a controller
+    /// manager's certificate signer).
+    pub key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -35,7 +38,7 @@ impl TestCa {
         set_validity(&mut params);
         let key = KeyPair::generate().context("generating the CA key")?;
         let cert = params.self_signed(&key).context("self-signing the CA")?;
-        Ok(Self { ca_pem: cert.pem(), issuer: Issuer::new(params, key) })
+        Ok(Self { ca_pem: cert.pem(), key_pem: key.serialize_pem(), issuer: Issuer::new(params, key) })
     }
 
     /// Issues a v3 server leaf: Go and rustls both refuse a CA certificate (or a CN without

@@ -1,11 +1,14 @@
 pub mod certs;
+pub mod control_plane;
 pub mod fake;
+pub mod installed;
 pub mod kubeapi;
 pub mod logs;
 pub mod registry;
 pub mod secret_volume;
 pub mod seed;
 pub mod served;
+pub mod shared;
 pub mod stats;
 pub mod token;
 pub mod webhook;

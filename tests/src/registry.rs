@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::process::{Child, Command};
 
 use crate::certs::TestCa;
+use crate::shared::Keeper;
 use crate::token::TokenServer;
 
 /// Environment variable overriding the registry binary.
@@ -265,6 +266,26 @@ impl RegistryProcess {
             .count()
     }
 
+    /// Hands the running registry to a shared environment: it outlives this process, and the
+    /// environment's watchdog ends it and removes its directory.
+    pub fn share(mut self, keeper: &Keeper) -> Result<SharedRegistry> {
+        let child = self.child.take().context("the registry is not running")?;
+        keeper.adopt_pid(child.id().context("the registry has exited")?)?;
+        // A tokio Child with kill_on_drop would end the registry with this process.
+        std::mem::forget(child);
+        let shared = SharedRegistry {
+            host: self.host(),
+            base_url: self.base_url(),
+            ca_path: self.ca_path().map(Path::to_path_buf),
+            ca_pem: self.ca_pem().map(str::to_owned),
+            credentials: self.credentials.clone(),
+            log_path: self.log_path.clone(),
+        };
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?).keep();
+        keeper.adopt_dir(&dir)?;
+        Ok(shared)
+    }
+
     /// Kills the registry and waits for it to exit. Storage is kept until drop.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
@@ -433,6 +454,47 @@ impl Drop for RegistryProcess {
     }
 }
 
+/// A registry of a shared environment ([`RegistryProcess::share`]), as plain data.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SharedRegistry {
+    /// `127.0.0.1:PORT`, as used in image references.
+    pub host: String,
+    pub base_url: String,
+    pub ca_path: Option<PathBuf>,
+    pub ca_pem: Option<String>,
+    pub credentials: Option<(String, String)>,
+    pub log_path: PathBuf,
+}
+
+impl SharedRegistry {
+    /// A seeder with the registry's CA and credentials.
+    pub fn seeder(&self) -> Result<crate::seed::Seeder> {
+        crate::seed::Seeder::for_url(
+            &self.base_url,
+            self.ca_pem.as_deref(),
+            self.credentials.as_ref().map(|(user, password)| (user.as_str(), password.as_str())),
+        )
+    }
+
+    /// Parsed access-log lines, oldest first.
+    pub fn access_log(&self) -> Vec<AccessLogEntry> {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(parse_access_line)
+            .collect()
+    }
+
+    /// Number of GET or HEAD requests on `/v2/<repo>/manifests/…` so far.
+    pub fn manifest_requests(&self, repo: &str) -> usize {
+        let prefix = format!("/v2/{repo}/manifests/");
+        self.access_log()
+            .iter()
+            .filter(|e| (e.method == "GET" || e.method == "HEAD") && e.path.starts_with(&prefix))
+            .count()
+    }
+}
+
 enum Spawn {
     PortTaken(anyhow::Error),
     Failed(anyhow::Error),
@@ -463,7 +525,8 @@ fn registry_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn free_port() -> Result<u16> {
+/// A port on 127.0.0.1 that was free a moment ago (callers retry when another process takes it).
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("probing for a free port")?;
     Ok(listener.local_addr()?.port())
 }

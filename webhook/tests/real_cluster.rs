@@ -1,0 +1,518 @@
+//! pullguard as a real kube-apiserver (v1.36, with its controller manager) calls it: `pullguard
+//! serve` installed with the webhook configuration of `deploy/base`, driven with kubectl as users
+//! drive it and with kube's client. The control plane, the registries and the webhook are shared
+//! by the tests of this binary (`pullguard_tests::installed`); each test has its own namespace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use pullguard_tests::{
+    control_plane::{KubectlOutput, Options},
+    installed::{Installed, PRIVATE_PASSWORD, WEBHOOK_NAME},
+    seed::ImageSpec,
+    shared::eventually,
+};
+use serde_json::{Value, json};
+
+async fn installed() -> Option<Installed> {
+    Installed::shared(Path::new(env!("CARGO_BIN_EXE_pullguard")), Options { controller_manager: true })
+        .await
+        .expect("starting the control plane and installing pullguard")
+}
+
+/// The installation, or return from the test (the skip was announced on stderr).
+macro_rules! installed_or_skip {
+    () => {
+        match installed().await {
+            Some(installed) => installed,
+            None => return,
+        }
+    };
+}
+
+fn pod_spec(image: &str) -> Value {
+    json!({"containers": [{"name": "app", "image": image}]})
+}
+
+/// A workload of `kind` named `name` whose pod template has `spec`.
+fn workload(kind: &str, name: &str, spec: Value) -> Value {
+    let labels = json!({"app": name});
+    let template = json!({"metadata": {"labels": labels}, "spec": spec});
+    let mut job_spec = spec.clone();
+    job_spec["restartPolicy"] = json!("Never");
+    let job_template = json!({"metadata": {"labels": labels}, "spec": job_spec});
+    let (api_version, body) = match kind {
+        "Pod" => ("v1", json!({"spec": spec})),
+        "ReplicationController" => {
+            ("v1", json!({"spec": {"replicas": 1, "selector": labels, "template": template}}))
+        }
+        "Deployment" | "ReplicaSet" | "DaemonSet" => (
+            "apps/v1",
+            json!({"spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template}}),
+        ),
+        "StatefulSet" => (
+            "apps/v1",
+            json!({"spec": {"replicas": 1, "serviceName": name, "selector": {"matchLabels": labels}, "template": template}}),
+        ),
+        "Job" => ("batch/v1", json!({"spec": {"template": job_template}})),
+        "CronJob" => (
+            "batch/v1",
+            json!({"spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": job_template}}}}),
+        ),
+        other => panic!("no builder for {other}"),
+    };
+    let mut object = body;
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    object["metadata"] = json!({"name": name});
+    if kind == "DaemonSet" {
+        object["spec"].as_object_mut().unwrap().remove("replicas");
+    }
+    object
+}
+
+/// A denial as kubectl prints it: `Error from server (Forbidden): error when creating "STDIN":
+/// admission webhook "images.pullguard.io" denied the request: pullguard: ...` (for an update,
+/// kubectl puts the patch it sent between the two).
+fn assert_denied(output: &KubectlOutput, verb: &str, code: &str) {
+    assert!(!output.success, "expected a denial with {code}, kubectl said:\n{output:?}");
+    let prefix = format!("Error from server (Forbidden): error when {verb}");
+    let denial = format!("admission webhook \"{WEBHOOK_NAME}\" denied the request: pullguard: ");
+    assert!(
+        output.stderr.starts_with(&prefix) && output.stderr.contains(&denial),
+        "kubectl did not print pullguard's denial:\n{}",
+        output.stderr
+    );
+    assert!(output.stderr.contains(code), "the denial does not name {code}:\n{}", output.stderr);
+}
+
+fn assert_admitted(output: &KubectlOutput) {
+    assert!(output.success, "expected kubectl to succeed:\n{output:?}");
+}
+
+/// kubectl's `Warning:` lines.
+fn warnings(output: &KubectlOutput) -> Vec<&str> {
+    output.stderr.lines().filter(|line| line.starts_with("Warning: ")).collect()
+}
+
+const KINDS: [&str; 8] = [
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+];
+
+#[tokio::test]
+async fn every_kind_is_checked_at_create_and_update() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("kinds", &[]).await.unwrap();
+    let good = format!("{}/app:v1", installed.registry.host);
+    let also_good = format!("{}/amdonly:v1", installed.registry.host);
+    let missing = format!("{}/app:v404", installed.registry.host);
+    for kind in KINDS {
+        let name = kind.to_lowercase();
+        let denied = installed.apply(&namespace, &workload(kind, &name, pod_spec(&missing))).await.unwrap();
+        assert_denied(&denied, "creating", "PG101");
+        assert!(denied.stderr.contains(&missing), "{kind}: the denial names the image:\n{}", denied.stderr);
+
+        let created = installed.apply(&namespace, &workload(kind, &name, pod_spec(&good))).await.unwrap();
+        assert_admitted(&created);
+        assert!(warnings(&created).is_empty(), "{kind}: no warnings for a good image:\n{}", created.stderr);
+
+        if kind == "Pod" {
+            // A Pod's image may change in place (the only update of its containers allowed).
+            let updated = installed
+                .kubectl(&["set", "image", "-n", &namespace, "pod/pod", &format!("app={missing}")], None)
+                .await
+                .unwrap();
+            assert!(!updated.success && updated.stderr.contains("PG101"), "Pod update:\n{updated:?}");
+            continue;
+        }
+        if kind == "Job" {
+            // The API server refuses any change of a Job's template before webhooks run.
+            continue;
+        }
+        let denied = installed.apply(&namespace, &workload(kind, &name, pod_spec(&missing))).await.unwrap();
+        assert_denied(&denied, "applying patch", "PG101");
+        let updated =
+            installed.apply(&namespace, &workload(kind, &name, pod_spec(&also_good))).await.unwrap();
+        assert_admitted(&updated);
+    }
+}
+
+#[tokio::test]
+async fn a_server_side_dry_run_is_denied_and_stores_nothing() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("dry-run", &[]).await.unwrap();
+    let missing = format!("{}/app:v404", installed.registry.host);
+    let manifest = workload("Deployment", "dry", pod_spec(&missing));
+    let output = installed
+        .kubectl(&["apply", "--dry-run=server", "-n", &namespace, "-f", "-"], Some(&manifest.to_string()))
+        .await
+        .unwrap();
+    assert_denied(&output, "creating", "PG101");
+    let logged = installed.logged_admissions(&namespace);
+    assert!(logged.iter().any(|line| line["dry_run"] == true), "the review carried dryRun: {logged:?}");
+    let get = installed.kubectl(&["get", "deployment", "dry", "-n", &namespace], None).await.unwrap();
+    assert!(!get.success && get.stderr.contains("NotFound"), "{get:?}");
+}
+
+#[tokio::test]
+async fn namespace_labels_relax_the_mode_and_scale_is_never_blocked() {
+    let installed = installed_or_skip!();
+    let missing = format!("{}/app:v404", installed.registry.host);
+    let manifest = workload("Deployment", "web", pod_spec(&missing));
+
+    let warn = installed.control_plane.namespace("warn", &[("pullguard.io/mode", "warn")]).await.unwrap();
+    let output = apply_once_label_is_seen(&installed, &warn, &manifest).await;
+    let lines = warnings(&output);
+    assert!(lines.iter().any(|line| line.contains("PG101") && line.contains("v404")), "{output:?}");
+
+    let audit = installed.control_plane.namespace("audit", &[("pullguard.io/mode", "audit")]).await.unwrap();
+    let output = apply_once_label_is_seen(&installed, &audit, &manifest).await;
+    assert!(warnings(&output).is_empty(), "audit mode only records:\n{output:?}");
+    let logged = installed.logged_admissions(&audit);
+    assert!(
+        logged
+            .iter()
+            .any(|line| line["verdict"] == "audit:allowed" && line["codes"].to_string().contains("PG101")),
+        "audit mode records the finding: {logged:?}"
+    );
+
+    // The warn namespace turns to enforce: its Deployment with a missing image can still be
+    // scaled, while a new one is denied.
+    let relabel = installed
+        .kubectl(&["label", "namespace", &warn, "pullguard.io/mode=enforce", "--overwrite"], None)
+        .await;
+    assert_admitted(&relabel.unwrap());
+    let other = workload("Deployment", "other", pod_spec(&missing));
+    eventually("the enforce label reaching pullguard", Duration::from_secs(20), || {
+        let installed = &installed;
+        let other = &other;
+        let warn = &warn;
+        async move { !installed.apply(warn, other).await.unwrap().success }
+    })
+    .await
+    .unwrap();
+    let scaled =
+        installed.kubectl(&["scale", "deployment/web", "-n", &warn, "--replicas=3"], None).await.unwrap();
+    assert_admitted(&scaled);
+}
+
+/// Applies `manifest` until it is admitted: pullguard learns namespace labels from a watch, so
+/// the first admissions after a label is set may still see the configured mode.
+async fn apply_once_label_is_seen(installed: &Installed, namespace: &str, manifest: &Value) -> KubectlOutput {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = installed.apply(namespace, manifest).await.unwrap();
+        if output.success || tokio::time::Instant::now() >= deadline {
+            return output;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_object_annotation_relaxes_and_warnings_reach_kubectl() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("annotated", &[]).await.unwrap();
+    let missing = format!("{}/app:v404", installed.registry.host);
+    let mut manifest = workload("Deployment", "relaxed", pod_spec(&missing));
+    manifest["metadata"]["annotations"] = json!({"pullguard.io/mode": "warn"});
+    let output = installed.apply(&namespace, &manifest).await.unwrap();
+    assert_admitted(&output);
+    assert!(warnings(&output).iter().any(|line| line.contains("PG101")), "{output:?}");
+
+    // A mutable tag is a warning in enforce mode: admitted, with a `Warning:` line.
+    let seeder = installed.registry.seeder().unwrap();
+    seeder.push_image("floating", "latest", &ImageSpec::linux("amd64")).await.unwrap();
+    let floating = format!("{}/floating", installed.registry.host);
+    let output =
+        installed.apply(&namespace, &workload("Deployment", "floating", pod_spec(&floating))).await.unwrap();
+    assert_admitted(&output);
+    let lines = warnings(&output);
+    assert!(lines.iter().any(|line| line.contains("PG601") && line.contains(&floating)), "{output:?}");
+}
+
+#[tokio::test]
+async fn pods_created_by_controllers_are_not_sent() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("owned", &[]).await.unwrap();
+    let good = format!("{}/app:v1", installed.registry.host);
+    assert_admitted(
+        &installed.apply(&namespace, &workload("Deployment", "web", pod_spec(&good))).await.unwrap(),
+    );
+
+    let client = installed.control_plane.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    eventually("the controller manager creating the Deployment's Pod", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default()).await.is_ok_and(|list| !list.items.is_empty()) }
+    })
+    .await
+    .unwrap();
+    // The ReplicaSet is sent (it is a workload); wait for its line, written after the Pod's
+    // would have been.
+    eventually("the ReplicaSet's admission in the log", Duration::from_secs(20), || {
+        let logged = installed.logged_admissions(&namespace);
+        async move { logged.iter().any(|line| line["kind"] == "ReplicaSet") }
+    })
+    .await
+    .unwrap();
+    let logged = installed.logged_admissions(&namespace);
+    assert!(
+        !logged.iter().any(|line| line["kind"] == "Pod"),
+        "the matchCondition keeps controller-owned Pods from pullguard: {logged:?}"
+    );
+}
+
+#[tokio::test]
+async fn pull_secrets_through_the_pod_and_through_its_service_account() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("secrets", &[]).await.unwrap();
+    let private = format!("{}/private/app:v1", installed.private_registry.host);
+    assert_admitted(
+        &installed.apply(&namespace, &installed.pull_secret("regcred", PRIVATE_PASSWORD)).await.unwrap(),
+    );
+
+    let mut with_secret = workload("Pod", "with-secret", pod_spec(&private));
+    with_secret["spec"]["imagePullSecrets"] = json!([{"name": "regcred"}]);
+    assert_admitted(&installed.apply(&namespace, &with_secret).await.unwrap());
+
+    let without = installed.apply(&namespace, &workload("Pod", "without", pod_spec(&private))).await.unwrap();
+    assert_denied(&without, "creating", "PG201");
+
+    // The ServiceAccount admission plugin copies the account's pull secrets into a Pod that
+    // names none, before validating webhooks run.
+    let client = installed.control_plane.client().await.unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    accounts
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"imagePullSecrets": [{"name": "regcred"}]})),
+        )
+        .await
+        .unwrap();
+    let merged = installed.apply(&namespace, &workload("Pod", "merged", pod_spec(&private))).await.unwrap();
+    assert_admitted(&merged);
+    let pod = Api::<Pod>::namespaced(client, &namespace).get("merged").await.unwrap();
+    let names: Vec<String> =
+        pod.spec.unwrap().image_pull_secrets.unwrap_or_default().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["regcred"], "the API server merged the account's secret");
+
+    // A template reads its service account's pull secrets itself.
+    let mut template = workload("Deployment", "via-account", pod_spec(&private));
+    template["spec"]["template"]["spec"]["serviceAccountName"] = json!("puller");
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "puller"},
+                         "imagePullSecrets": [{"name": "regcred"}]});
+    assert_admitted(&installed.apply(&namespace, &account).await.unwrap());
+    assert_admitted(&installed.apply(&namespace, &template).await.unwrap());
+}
+
+#[tokio::test]
+async fn node_pools_come_from_the_node_objects() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("pools", &[]).await.unwrap();
+    let host = &installed.registry.host;
+    let on_pool = |name: &str, image: &str, pool: &str, toleration: (&str, &str)| {
+        let mut spec = pod_spec(image);
+        spec["nodeSelector"] = json!({"cloud.google.com/gke-nodepool": pool});
+        spec["tolerations"] = json!([{"key": toleration.0, "operator": "Equal", "value": toleration.1, "effect": "NoSchedule"}]);
+        workload("Deployment", name, spec)
+    };
+    let arm_toleration = ("kubernetes.io/arch", "arm64");
+    let windows_toleration = ("os", "windows");
+
+    let amd_on_arm = on_pool("amd-on-arm", &format!("{host}/amdonly:v1"), "arm-pool", arm_toleration);
+    let denied = installed.apply(&namespace, &amd_on_arm).await.unwrap();
+    assert_denied(&denied, "creating", "PG301");
+    assert!(denied.stderr.contains("arm-pool"), "the denial names the pool:\n{}", denied.stderr);
+    let arm_on_arm = on_pool("arm-on-arm", &format!("{host}/armonly:v1"), "arm-pool", arm_toleration);
+    assert_admitted(&installed.apply(&namespace, &arm_on_arm).await.unwrap());
+
+    let linux_on_windows = on_pool("linux-on-win", &format!("{host}/amdonly:v1"), "win", windows_toleration);
+    assert_denied(&installed.apply(&namespace, &linux_on_windows).await.unwrap(), "creating", "PG301");
+    let windows = on_pool("win-on-win", &format!("{host}/win:ltsc2022"), "win", windows_toleration);
+    assert_admitted(&installed.apply(&namespace, &windows).await.unwrap());
+
+    // Without a selector the taints keep pods on the general pool: an arm64-only image is
+    // refused there.
+    let untargeted = workload("Deployment", "arm-anywhere", pod_spec(&format!("{host}/armonly:v1")));
+    assert_denied(&installed.apply(&namespace, &untargeted).await.unwrap(), "creating", "PG301");
+}
+
+#[tokio::test]
+async fn kubectl_debug_checks_the_ephemeral_container() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("debug", &[]).await.unwrap();
+    let good = format!("{}/app:v1", installed.registry.host);
+    let missing = format!("{}/app:v404", installed.registry.host);
+    assert_admitted(&installed.apply(&namespace, &workload("Pod", "web", pod_spec(&good))).await.unwrap());
+
+    let denied = installed
+        .kubectl(&["debug", "-n", &namespace, "pod/web", &format!("--image={missing}"), "-c", "dbg"], None)
+        .await
+        .unwrap();
+    assert!(!denied.success, "{denied:?}");
+    assert!(
+        denied.stderr.contains(&format!("admission webhook \"{WEBHOOK_NAME}\" denied the request"))
+            && denied.stderr.contains("PG101"),
+        "{denied:?}"
+    );
+    let admitted = installed
+        .kubectl(&["debug", "-n", &namespace, "pod/web", &format!("--image={good}"), "-c", "dbg2"], None)
+        .await
+        .unwrap();
+    assert_admitted(&admitted);
+}
+
+/// Runs the `pullguard` binary with `args` in `dir`.
+async fn pullguard(args: &[&str], dir: &Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pullguard"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// Every object's resourceVersion in `namespace`, by kind and name: what a write would change.
+async fn versions(installed: &Installed, namespace: &str) -> Vec<String> {
+    let output = installed
+        .kubectl(
+            &["get", "deployments,replicasets,pods,jobs,cronjobs,serviceaccounts", "-n", namespace, "-o",
+              "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}{\"\\n\"}{end}"],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(output.success, "{output:?}");
+    let mut lines: Vec<String> = output.stdout.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn audit_reads_the_live_cluster_with_read_only_rights() {
+    let installed = installed_or_skip!();
+    let host = &installed.registry.host;
+    // Recorded only, so that the broken workloads exist for the audit to find.
+    let namespace =
+        installed.control_plane.namespace("audited", &[("pullguard.io/mode", "audit")]).await.unwrap();
+    let broken = workload("Deployment", "broken", pod_spec(&format!("{host}/app:gone")));
+    assert_admitted(&apply_once_label_is_seen(&installed, &namespace, &broken).await);
+    assert_admitted(
+        &installed
+            .apply(&namespace, &workload("Deployment", "api", pod_spec(&format!("{host}/app:v1"))))
+            .await
+            .unwrap(),
+    );
+    assert_admitted(
+        &installed
+            .apply(&namespace, &workload("Pod", "lonely", pod_spec(&format!("{host}/armonly:v1"))))
+            .await
+            .unwrap(),
+    );
+    let mut nightly = workload("CronJob", "nightly", pod_spec(&format!("{host}/app:v1")));
+    nightly["spec"]["suspend"] = json!(true);
+    assert_admitted(&installed.apply(&namespace, &nightly).await.unwrap());
+    // The controller manager makes the Deployments' ReplicaSets and Pods: copies of checked
+    // templates, which audit skips as the webhook does.
+    let client = installed.control_plane.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    eventually("the Deployments' Pods", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default()).await.is_ok_and(|list| list.items.len() >= 3) }
+    })
+    .await
+    .unwrap();
+
+    // The viewer may read what audit reads, and nothing else.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": format!("audit-{namespace}")},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods", "replicationcontrollers", "nodes", "namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]},
+            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "verbs": ["list"]},
+            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["list"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("audit-{namespace}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("audit-{namespace}")},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": pullguard_tests::control_plane::VIEWER}]});
+    assert_admitted(&installed.kubectl(&["apply", "-f", "-"], Some(&role.to_string())).await.unwrap());
+    assert_admitted(&installed.kubectl(&["apply", "-f", "-"], Some(&binding.to_string())).await.unwrap());
+
+    let before = versions(&installed, &namespace).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = installed.control_plane.viewer_kubeconfig.display().to_string();
+    let config = installed.webhook.config.display().to_string();
+    let output = pullguard(
+        &["audit", "--config", &config, "--kubeconfig", &kubeconfig, "-n", &namespace, "--output", "json"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["workload"].as_str().unwrap().to_owned(), f["code"].as_str().unwrap().to_owned()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (format!("Deployment/{namespace}/broken"), "PG101".to_owned()),
+            (format!("Pod/{namespace}/lonely"), "PG301".to_owned()),
+        ]
+    );
+    assert_eq!(versions(&installed, &namespace).await, before, "audit changed an object");
+}
+
+#[tokio::test]
+async fn check_compares_manifests_with_the_live_node_pools() {
+    let installed = installed_or_skip!();
+    let host = &installed.registry.host;
+    let mut spec = pod_spec(&format!("{host}/amdonly:v1"));
+    spec["nodeSelector"] = json!({"cloud.google.com/gke-nodepool": "arm-pool"});
+    spec["tolerations"] =
+        json!([{"key": "kubernetes.io/arch", "operator": "Exists", "effect": "NoSchedule"}]);
+    let manifest = workload("Deployment", "api", spec);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deploy.json"), manifest.to_string()).unwrap();
+    let kubeconfig = installed.control_plane.kubeconfig.display().to_string();
+    let config = installed.webhook.config.display().to_string();
+    let output = pullguard(
+        &["check", "--config", &config, "--kubeconfig", &kubeconfig, "-f", "deploy.json", "--output", "json"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["code"], "PG301");
+    let message = findings[0]["message"].as_str().unwrap();
+    assert!(message.contains("cloud.google.com/gke-nodepool=arm-pool"), "{message}");
+
+    // The same image for the general pool passes.
+    let general = workload("Deployment", "api", pod_spec(&format!("{host}/amdonly:v1")));
+    std::fs::write(dir.path().join("deploy.json"), general.to_string()).unwrap();
+    let output = pullguard(
+        &["check", "--config", &config, "--kubeconfig", &kubeconfig, "-f", "deploy.json", "--output", "json"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+}
