@@ -319,8 +319,9 @@ impl ControlPlane {
         })
     }
 
-    /// Creates a namespace named `<prefix>-<random>` with `labels` and returns its name. With a
-    /// controller manager, waits for its `default` ServiceAccount, as a cluster has it.
+    /// Creates a namespace named `<prefix>-<random>` with `labels` and returns its name, with its
+    /// `default` ServiceAccount as a cluster has it (made by the controller manager when it
+    /// runs, else here).
     pub async fn namespace(&self, prefix: &str, labels: &[(&str, &str)]) -> Result<String> {
         let client = self.client().await?;
         let name = format!("{prefix}-{}", random_suffix());
@@ -331,7 +332,14 @@ impl ControlPlane {
             "metadata": {"name": name, "labels": labels},
         }))?;
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await?;
-        if self.controller_manager {
+        if !self.controller_manager {
+            // Without the controller manager nobody makes the account, and the API server's
+            // ServiceAccount admission plugin refuses Pods whose account does not exist.
+            let account: ServiceAccount = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name},
+            }))?;
+            Api::<ServiceAccount>::namespaced(client, &name).create(&PostParams::default(), &account).await?;
+        } else {
             let accounts: Api<ServiceAccount> = Api::namespaced(client, &name);
             shared::eventually("the namespace's default service account", READY_TIMEOUT, || {
                 let accounts = accounts.clone();

@@ -477,7 +477,19 @@ async fn audit_reads_the_live_cluster_with_read_only_rights() {
             (format!("Pod/{namespace}/lonely"), "PG301".to_owned()),
         ]
     );
+    assert_eq!(report["summary"]["by_code"], json!({"PG101": 1, "PG301": 1}));
     assert_eq!(versions(&installed, &namespace).await, before, "audit changed an object");
+
+    // Exempt namespaces are not audited (the webhook never sees kube-system either).
+    let system =
+        workload("Deployment", &format!("broken-{namespace}"), pod_spec(&format!("{host}/app:gone")));
+    assert_admitted(&installed.apply("kube-system", &system).await.unwrap());
+    let output = pullguard(
+        &["audit", "--config", &config, "--kubeconfig", &kubeconfig, "-n", "kube-system", "--output", "json"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
 }
 
 #[tokio::test]
