@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark behind "pullguard never slows a rollout": installs what it needs when it is
-# missing (h2load, skopeo, Debian's docker-registry), builds in release mode, runs every
+# missing (h2load, skopeo, Debian's docker-registry, the control plane of tests/envtest.sh), builds in release mode, runs every
 # measurement on loopback (bounded, self-stopping) and prints one markdown table on stdout.
 # Progress goes to stderr. Extra arguments go to `pullguard-bench run` (see --help there).
 # Set PULLGUARD_BENCH_OUT=FILE to keep a copy of the table.
@@ -19,6 +19,10 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   # The registry package's own service would take :5000; the benchmark starts its registries itself.
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+# The warm part reads a real kube-apiserver, as pullguard does when deployed.
+. tests/envtest.sh
+provide_envtest
 
 # One cargo invocation, so the dependencies shared by both binaries compile once.
 cargo build --release --locked -p pullguard -p pullguard-bench

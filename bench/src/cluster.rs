@@ -1,11 +1,12 @@
-//! The Kubernetes API a deployed pullguard reads, served by the test harness: two node pools
-//! (the Pod's `arm-pool` of arm64 nodes and an amd64 pool it cannot land on), its namespace,
-//! service account and pull secret. With it, warm admissions do all the work they do in a
+//! The Kubernetes API a deployed pullguard reads: a real kube-apiserver started by the test
+//! harness (from `KUBEBUILDER_ASSETS`, as `bench/run.sh` provides it), reached through the
+//! harness's proxy so that its requests are counted, holding two node pools (the Pod's
+//! `arm-pool` of arm64 nodes and an amd64 pool it cannot land on), the Pod's namespace, service
+//! account and pull secret. With it, warm admissions do all the work they do in a
 //! cluster (candidate nodes, platform match, pull-secret credentials) and answer without the
 //! "no node data" info finding every image gets when pullguard runs without an API.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -13,8 +14,14 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, ServiceAccount};
-use pullguard_tests::kubeapi::FakeApiServer;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, PostParams};
+use pullguard_tests::{
+    api_faults::ApiFaults,
+    control_plane::{Assets, ControlPlane, Options},
+    installed::create_ready_node,
+    shared,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -25,27 +32,48 @@ const POOL_LABEL: &str = "cloud.google.com/gke-nodepool";
 const NODES_PER_POOL: usize = 3;
 
 pub struct BenchCluster {
-    api: FakeApiServer,
+    api: ApiFaults,
     kubeconfig: PathBuf,
 }
 
 impl BenchCluster {
     /// Starts the API with the objects above; `registry` is the host the pull secret is for.
     pub async fn start(work: &Path, registry: &str) -> Result<BenchCluster> {
-        let api = FakeApiServer::start().await?;
-        api.apply(&object::<Namespace>(json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE},
-        }))?)?;
-        api.apply(&object::<ServiceAccount>(json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": "default", "namespace": NAMESPACE},
-        }))?)?;
-        api.apply(&pull_secret(registry)?)?;
+        let options = Options { controller_manager: false };
+        let Some(assets) = Assets::find(options)? else {
+            bail!(
+                "the warm bench needs a control plane: run bench/run.sh, which provides KUBEBUILDER_ASSETS"
+            );
+        };
+        let control_plane = shared::environment("bench-control-plane", |keeper| async move {
+            ControlPlane::start(&keeper, &assets).await
+        })
+        .await?;
+        let client = control_plane.client().await?;
+        let namespace: Namespace =
+            object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}))?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await?;
+        // No controller manager runs: the account a namespace gets is made here.
+        let account: ServiceAccount = object(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE},
+        }))?;
+        Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE)
+            .create(&PostParams::default(), &account)
+            .await?;
+        Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+            .create(&PostParams::default(), &pull_secret(registry)?)
+            .await?;
         for (pool, arch) in [("arm-pool", "arm64"), ("default-pool", "amd64")] {
             for index in 0..NODES_PER_POOL {
-                api.apply(&node(&format!("{pool}-{index}"), pool, arch)?)?;
+                let name = format!("{pool}-{index}");
+                let labels = json!({
+                    POOL_LABEL: pool, "kubernetes.io/arch": arch, "kubernetes.io/os": "linux",
+                    "kubernetes.io/hostname": name,
+                });
+                create_ready_node(&client, &name, labels, vec![]).await?;
             }
         }
+        let api = ApiFaults::start(&control_plane).await?;
         let kubeconfig = api.write_kubeconfig(work)?;
         Ok(BenchCluster { api, kubeconfig })
     }
@@ -81,26 +109,6 @@ pub async fn wait_ready(admin: SocketAddr) -> Result<()> {
 
 fn object<K: DeserializeOwned>(value: Value) -> Result<K> {
     serde_json::from_value(value).context("building a Kubernetes object")
-}
-
-fn node(name: &str, pool: &str, arch: &str) -> Result<Node> {
-    let labels: BTreeMap<&str, &str> = [
-        (POOL_LABEL, pool),
-        ("kubernetes.io/arch", arch),
-        ("kubernetes.io/os", "linux"),
-        ("kubernetes.io/hostname", name),
-    ]
-    .into_iter()
-    .collect();
-    object(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels},
-        "status": {"nodeInfo": {
-            "architecture": arch, "operatingSystem": "linux", "containerRuntimeVersion": "containerd://2.1.4",
-            "kubeletVersion": "v1.36.2", "osImage": "Ubuntu 24.04", "kernelVersion": "6.8.0",
-            "bootID": "", "machineID": "", "systemUUID": "", "kubeProxyVersion": "",
-        }},
-    }))
 }
 
 /// A dockerconfigjson secret for `registry` (which serves anonymous pulls: the credential is

@@ -284,11 +284,8 @@ pub async fn render_kustomization(dir: &Path) -> Result<Vec<Value>> {
     Ok(documents.into_iter().filter(|document| !document.is_null()).collect())
 }
 
-/// Creates [`NODES`] as a running cluster has them: the API server taints every new Node
-/// `node.kubernetes.io/not-ready` until a kubelet reports Ready and the lifecycle controller
-/// lifts the taint; neither runs here, so the test does both.
+/// Creates [`NODES`] as a running cluster has them (see [`create_ready_node`]).
 async fn create_nodes(client: &kube::Client) -> Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
     for TestNode { name, pool, os, arch, taints } in NODES {
         let mut labels = json!({
             "cloud.google.com/gke-nodepool": pool,
@@ -299,31 +296,47 @@ async fn create_nodes(client: &kube::Client) -> Result<()> {
         if *os == "windows" {
             labels["node.kubernetes.io/windows-build"] = json!(WINDOWS_BUILD);
         }
-        let node: Node = serde_json::from_value(
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}),
-        )?;
-        nodes.create(&PostParams::default(), &node).await.with_context(|| format!("creating node {name}"))?;
         let taints: Vec<Value> = taints
             .iter()
             .map(|(key, value)| json!({"key": key, "value": value, "effect": "NoSchedule"}))
             .collect();
-        nodes
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": taints}})))
-            .await
-            .with_context(|| format!("lifting the not-ready taint of node {name}"))?;
-        let status = json!({"status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status",
-                            "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-            "nodeInfo": {"architecture": arch, "operatingSystem": os, "containerRuntimeVersion": "containerd://2.1.4",
-                         "kubeletVersion": "v1.36.2", "kubeProxyVersion": "", "osImage": "", "kernelVersion": "",
-                         "machineID": "", "systemUUID": "", "bootID": ""},
-        }});
-        nodes
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-            .await
-            .with_context(|| format!("reporting node {name} Ready"))?;
+        create_ready_node(client, name, labels, taints).await?;
     }
+    Ok(())
+}
+
+/// Creates a Node with `labels` and `taints` as a running cluster has it: the API server taints
+/// every new Node `node.kubernetes.io/not-ready` until a kubelet reports Ready and the lifecycle
+/// controller lifts the taint; neither runs here, so this does both.
+pub async fn create_ready_node(
+    client: &kube::Client,
+    name: &str,
+    labels: Value,
+    taints: Vec<Value>,
+) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let os = labels["kubernetes.io/os"].as_str().unwrap_or("linux").to_owned();
+    let arch = labels["kubernetes.io/arch"].as_str().unwrap_or("amd64").to_owned();
+    let node: Node = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}),
+    )?;
+    nodes.create(&PostParams::default(), &node).await.with_context(|| format!("creating node {name}"))?;
+    nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": taints}})))
+        .await
+        .with_context(|| format!("lifting the not-ready taint of node {name}"))?;
+    let status = json!({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "kubelet is posting ready status",
+                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "nodeInfo": {"architecture": arch, "operatingSystem": os, "containerRuntimeVersion": "containerd://2.1.4",
+                     "kubeletVersion": "v1.36.2", "kubeProxyVersion": "", "osImage": "", "kernelVersion": "",
+                     "machineID": "", "systemUUID": "", "bootID": ""},
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .with_context(|| format!("reporting node {name} Ready"))?;
     Ok(())
 }
 

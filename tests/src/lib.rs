@@ -1,8 +1,8 @@
+pub mod api_faults;
 pub mod certs;
 pub mod control_plane;
 pub mod fake;
 pub mod installed;
-pub mod kubeapi;
 pub mod logs;
 pub mod registry;
 pub mod secret_volume;

@@ -1,54 +1,28 @@
-//! The webhook with a Kubernetes API behind it (served by the harness, spoken to by kube's real
-//! client and watches): node pools decide the platform checks, namespace labels decide the mode,
-//! and readiness waits for the watches.
+//! The webhook with a real kube-apiserver behind it (reached through the fault proxy): node pools
+//! decide the platform checks, namespace labels decide the mode, and readiness waits for the
+//! watches.
+//!
+//! Nodes are cluster-wide and the control plane is shared by the tests of this binary: every
+//! node a test makes carries a taint of that test's own (its scope), and its pods tolerate it,
+//! so each test sees exactly its own pools.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pullguard::config::{Config, Mode};
 use pullguard::credentials::Keyring;
 use pullguard_tests::{
-    kubeapi::FakeApiServer,
+    api_faults::{ApiFaults, Fault},
+    control_plane::{ControlPlane, Options, random_suffix},
+    installed::create_ready_node,
     registry::RegistryProcess,
     seed::{Format, ImageSpec, IndexEntry, Seeder},
-    webhook::{Webhook, fixture, registry_settings},
+    webhook::{Webhook, fixture, registry_settings, spec_pointer},
 };
 use serde_json::{Value, json};
-
-fn node(name: &str, labels: &[(&str, &str)], taints: Value) -> Node {
-    let labels: BTreeMap<String, String> =
-        labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"taints": taints},
-    }))
-    .unwrap()
-}
-
-fn namespace(name: &str, mode: Option<&str>) -> Namespace {
-    let labels: BTreeMap<String, String> =
-        mode.map(|mode| ("pullguard.io/mode".to_string(), mode.to_string())).into_iter().collect();
-    serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
-    )
-    .unwrap()
-}
-
-fn pull_secret(name: &str, host: &str, user: &str, password: &str) -> k8s_openapi::api::core::v1::Secret {
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let config = json!({"auths": {host: {"auth": auth}}}).to_string();
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": "shop"},
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)},
-    }))
-    .unwrap()
-}
 
 /// Rewrites every `image` field of a review.
 fn with_image(mut review: Value, image: &str) -> Value {
@@ -84,60 +58,113 @@ fn allowed(body: &Value) -> bool {
     body["response"]["allowed"].as_bool().unwrap()
 }
 
+/// The key of the taint that keeps each test's nodes its own.
+const SCOPE_TAINT: &str = "pullguard.test/scope";
+
 struct Cluster {
-    api: FakeApiServer,
+    control_plane: ControlPlane,
+    api: ApiFaults,
     registry: RegistryProcess,
+    scope: String,
+    /// The namespace the reviews are sent for.
+    namespace: String,
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
-        let api = FakeApiServer::start().await.unwrap();
-        for (name, pool, arch) in [("general-1", "general", "amd64"), ("general-2", "general", "amd64")] {
-            api.apply(&node(
-                name,
-                &[
-                    ("cloud.google.com/gke-nodepool", pool),
-                    ("kubernetes.io/arch", arch),
-                    ("kubernetes.io/os", "linux"),
-                ],
-                json!([]),
-            ))
-            .unwrap();
-        }
-        api.apply(&node(
-            "arm-1",
-            &[
-                ("cloud.google.com/gke-nodepool", "arm-pool"),
-                ("kubernetes.io/arch", "arm64"),
-                ("kubernetes.io/os", "linux"),
-            ],
-            json!([{"key": "arch", "value": "arm64", "effect": "NoSchedule"}]),
-        ))
-        .unwrap();
-        api.apply(&node(
-            "win-1",
-            &[
-                ("cloud.google.com/gke-nodepool", "win"),
-                ("kubernetes.io/arch", "amd64"),
-                ("kubernetes.io/os", "windows"),
-                ("node.kubernetes.io/windows-build", "10.0.20348"),
-            ],
-            json!([]),
-        ))
-        .unwrap();
-        api.apply(&namespace("shop", None)).unwrap();
-
+    async fn start() -> Option<Cluster> {
+        let control_plane = ControlPlane::shared(Options { controller_manager: false }).await.unwrap()?;
+        let api = ApiFaults::start(&control_plane).await.unwrap();
+        let scope = random_suffix();
+        let namespace = control_plane.namespace("shop", &[]).await.unwrap();
         let registry = RegistryProcess::start_plain().await.unwrap();
         // The captured pods name `regcred`; the anonymous registry ignores what it holds.
-        api.apply(&pull_secret("regcred", &registry.host(), "robot", "unused")).unwrap();
-        let seeder = Seeder::new(&registry).unwrap();
+        let config = json!({"auths": {registry.host(): {"auth": "cm9ib3Q6dW51c2Vk"}}}).to_string();
+        let regcred: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": config},
+        }))
+        .unwrap();
+        let client = control_plane.client().await.unwrap();
+        Api::<Secret>::namespaced(client, &namespace).create(&PostParams::default(), &regcred).await.unwrap();
+        let cluster = Cluster { control_plane, api, registry, scope, namespace };
+        for (name, pool, arch) in [("general-1", "general", "amd64"), ("general-2", "general", "amd64")] {
+            cluster
+                .add_node(name, &[("cloud.google.com/gke-nodepool", pool), ("kubernetes.io/arch", arch)], &[])
+                .await;
+        }
+        cluster
+            .add_node(
+                "arm-1",
+                &[("cloud.google.com/gke-nodepool", "arm-pool"), ("kubernetes.io/arch", "arm64")],
+                &[("arch", "arm64")],
+            )
+            .await;
+        cluster
+            .add_node(
+                "win-1",
+                &[
+                    ("cloud.google.com/gke-nodepool", "win"),
+                    ("kubernetes.io/arch", "amd64"),
+                    ("kubernetes.io/os", "windows"),
+                    ("node.kubernetes.io/windows-build", "10.0.20348"),
+                ],
+                &[],
+            )
+            .await;
+
+        let seeder = Seeder::new(&cluster.registry).unwrap();
         seeder.push_image("amdonly", "v1", &ImageSpec::linux("amd64")).await.unwrap();
         let entries =
             [IndexEntry::image(ImageSpec::linux("amd64")), IndexEntry::image(ImageSpec::linux("arm64/v8"))];
         seeder.push_index("multi", "v1", &entries, Format::Oci).await.unwrap();
         seeder.push_image("win", "ltsc2019", &ImageSpec::windows("amd64", "10.0.17763.5830")).await.unwrap();
         seeder.push_image("win", "ltsc2022", &ImageSpec::windows("amd64", "10.0.20348.2700")).await.unwrap();
-        Cluster { api, registry }
+        Some(cluster)
+    }
+
+    /// A Ready node of this test (`<scope>-<name>`, Linux unless the labels say otherwise), tainted
+    /// with the test's scope and `taints` (`key=value:NoSchedule`).
+    async fn add_node(&self, name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) {
+        let mut label_map: BTreeMap<String, String> =
+            labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        label_map.entry("kubernetes.io/os".to_owned()).or_insert_with(|| "linux".to_owned());
+        let mut taint_list: Vec<Value> = taints
+            .iter()
+            .map(|(key, value)| json!({"key": key, "value": value, "effect": "NoSchedule"}))
+            .collect();
+        taint_list.push(json!({"key": SCOPE_TAINT, "value": self.scope, "effect": "NoSchedule"}));
+        let client = self.control_plane.client().await.unwrap();
+        create_ready_node(&client, &self.node_name(name), json!(label_map), taint_list).await.unwrap();
+    }
+
+    fn node_name(&self, name: &str) -> String {
+        format!("{}-{name}", self.scope)
+    }
+
+    /// A captured review with every image set to `image`, sent for this test's namespace, its
+    /// pod spec tolerating the test's scope.
+    fn review(&self, fixture_name: &str, image: &str) -> Value {
+        let mut review = with_image(fixture(fixture_name).unwrap(), image);
+        review["request"]["namespace"] = json!(self.namespace);
+        review["request"]["object"]["metadata"]["namespace"] = json!(self.namespace);
+        let spec = review.pointer_mut(&spec_pointer(&review.clone(), "object")).unwrap();
+        let toleration =
+            json!({"key": SCOPE_TAINT, "operator": "Equal", "value": self.scope, "effect": "NoSchedule"});
+        match spec.get_mut("tolerations").and_then(Value::as_array_mut) {
+            Some(tolerations) => tolerations.push(toleration),
+            None => spec["tolerations"] = json!([toleration]),
+        }
+        review
+    }
+
+    async fn label_namespace(&self, mode: Option<&str>) {
+        let client = self.control_plane.client().await.unwrap();
+        let patch = json!({"metadata": {"labels": {"pullguard.io/mode": mode}}});
+        Api::<Namespace>::all(client)
+            .patch(&self.namespace, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
     }
 
     fn config(&self) -> Config {
@@ -148,7 +175,7 @@ impl Cluster {
         let webhook = Webhook::start_with_cluster(config, Keyring::default(), self.api.client().unwrap())
             .await
             .unwrap();
-        webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
+        webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
         webhook
     }
 
@@ -159,11 +186,11 @@ impl Cluster {
 
 #[tokio::test]
 async fn platform_checks_follow_the_node_pools() {
-    let cluster = Cluster::start().await;
+    let Some(cluster) = Cluster::start().await else { return };
     let webhook = cluster.webhook(cluster.config()).await;
-    let pod = fixture("01-create-pod-main-web.json").unwrap();
-    let deployment = fixture("02-create-deployment-main-api.json").unwrap();
-    let windows_daemonset = fixture("17-create-daemonset-main-agent.json").unwrap();
+    let pod = cluster.review("01-create-pod-main-web.json", "unset");
+    let deployment = cluster.review("02-create-deployment-main-api.json", "unset");
+    let windows_daemonset = cluster.review("17-create-daemonset-main-agent.json", "unset");
 
     // The pod selects the arm pool: a multi-arch image is fine, an amd64-only one cannot run there.
     let (_, body) = webhook.post(&with_image(pod.clone(), &cluster.image("multi:v1"))).await.unwrap();
@@ -207,7 +234,8 @@ async fn platform_checks_follow_the_node_pools() {
     assert!(body["response"]["warnings"].is_null(), "infos are not warnings: {body}");
 
     // The inventory follows the cluster: without the Windows node the deployment fits everywhere.
-    assert!(cluster.api.delete::<Node>(None, "win-1"));
+    let nodes: Api<Node> = Api::all(cluster.control_plane.client().await.unwrap());
+    nodes.delete(&cluster.node_name("win-1"), &DeleteParams::default()).await.unwrap();
     let review = with_image(deployment, &cluster.image("amdonly:v1"));
     let started = std::time::Instant::now();
     loop {
@@ -222,11 +250,10 @@ async fn platform_checks_follow_the_node_pools() {
 
 #[tokio::test]
 async fn namespace_labels_set_the_mode() {
-    let cluster = Cluster::start().await;
-    let bad =
-        with_image(fixture("02-create-deployment-main-api.json").unwrap(), &cluster.image("amdonly:gone"));
+    let Some(cluster) = Cluster::start().await else { return };
+    let bad = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:gone"));
 
-    cluster.api.apply(&namespace("shop", Some("warn"))).unwrap();
+    cluster.label_namespace(Some("warn")).await;
     let enforcing = cluster.webhook(cluster.config()).await;
     let (_, body) = enforcing.post(&bad).await.unwrap();
     assert!(allowed(&body), "warn namespace: {body}");
@@ -234,7 +261,7 @@ async fn namespace_labels_set_the_mode() {
     assert_eq!(body["response"]["auditAnnotations"]["mode"], "warn");
 
     // The label is followed live, and may tighten as well as relax.
-    cluster.api.apply(&namespace("shop", Some("enforce"))).unwrap();
+    cluster.label_namespace(Some("enforce")).await;
     let warning = cluster.webhook(Config { mode: Mode::Warn, ..cluster.config() }).await;
     let started = std::time::Instant::now();
     loop {
@@ -255,8 +282,8 @@ async fn namespace_labels_set_the_mode() {
 
 #[tokio::test]
 async fn readiness_waits_for_the_watches() {
-    let cluster = Cluster::start().await;
-    cluster.api.set_unavailable(true);
+    let Some(cluster) = Cluster::start().await else { return };
+    cluster.api.set_fault(Fault::Unavailable);
     let webhook =
         Webhook::start_with_cluster(cluster.config(), Keyring::default(), cluster.api.client().unwrap())
             .await
@@ -264,44 +291,45 @@ async fn readiness_waits_for_the_watches() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(webhook.readyz().await.unwrap(), 503);
     // While not synced it still answers, without platform data.
-    let review = with_image(fixture("01-create-pod-main-web.json").unwrap(), &cluster.image("amdonly:v1"));
+    let review = cluster.review("01-create-pod-main-web.json", &cluster.image("amdonly:v1"));
     let (status, body) = webhook.post(&review).await.unwrap();
     assert_eq!(status, 200);
     assert!(allowed(&body));
     assert_eq!(codes(&body), vec!["PG300"]);
-    cluster.api.set_unavailable(false);
+    cluster.api.set_fault(Fault::None);
     webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
     let (_, body) = webhook.post(&review).await.unwrap();
     assert_eq!(codes(&body), vec!["PG301"]);
 }
 
 /// A Deployment's template pointed at the arm pool (selector plus the pool's toleration).
-fn arm_deployment(image: &str) -> Value {
-    let mut review = with_image(fixture("02-create-deployment-main-api.json").unwrap(), image);
+fn arm_deployment(cluster: &Cluster, image: &str) -> Value {
+    let mut review = cluster.review("02-create-deployment-main-api.json", image);
     let spec = &mut review["request"]["object"]["spec"]["template"]["spec"];
     spec["nodeSelector"] = json!({"cloud.google.com/gke-nodepool": "arm-pool"});
-    spec["tolerations"] =
-        json!([{"key": "arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}]);
+    spec["tolerations"].as_array_mut().unwrap().push(json!(
+        {"key": "arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}
+    ));
     review
 }
 
 #[tokio::test]
 async fn acceptance_deployments_pods_zero_nodes_and_new_pools() {
-    let cluster = Cluster::start().await;
+    let Some(cluster) = Cluster::start().await else { return };
     let webhook = cluster.webhook(cluster.config()).await;
 
     // A Deployment selecting the arm64 pool: amd64-only is denied naming the pool and platforms.
-    let (_, body) = webhook.post(&arm_deployment(&cluster.image("amdonly:v1"))).await.unwrap();
+    let (_, body) = webhook.post(&arm_deployment(&cluster, &cluster.image("amdonly:v1"))).await.unwrap();
     assert!(!allowed(&body));
     let message = body["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("PG301"), "{message}");
     assert!(message.contains("cloud.google.com/gke-nodepool=arm-pool"), "{message}");
     assert!(message.contains("built for linux/amd64"), "{message}");
-    let (_, body) = webhook.post(&arm_deployment(&cluster.image("multi:v1"))).await.unwrap();
+    let (_, body) = webhook.post(&arm_deployment(&cluster, &cluster.image("multi:v1"))).await.unwrap();
     assert!(allowed(&body), "{body}");
 
     // A Pod with no selector in the mixed cluster: PG302 naming the pools that can run it.
-    let mut pod = with_image(fixture("01-create-pod-main-web.json").unwrap(), &cluster.image("amdonly:v1"));
+    let mut pod = cluster.review("01-create-pod-main-web.json", &cluster.image("amdonly:v1"));
     let spec = &mut pod["request"]["object"]["spec"];
     spec["nodeSelector"] = Value::Null;
     spec["affinity"] = Value::Null;
@@ -312,24 +340,18 @@ async fn acceptance_deployments_pods_zero_nodes_and_new_pools() {
     assert!(findings.contains("It runs on cloud.google.com/gke-nodepool=general"), "{findings}");
 
     // A new pool arrives through the watch and changes the verdict without a restart.
-    let mut new_pool =
-        with_image(fixture("02-create-deployment-main-api.json").unwrap(), &cluster.image("amdonly:v1"));
+    let mut new_pool = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:v1"));
     new_pool["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
         json!({"cloud.google.com/gke-nodepool": "new-arm"});
     let (_, body) = webhook.post(&new_pool).await.unwrap();
     assert_eq!(codes(&body), vec!["PG300"], "no node yet: not verified");
     cluster
-        .api
-        .apply(&node(
+        .add_node(
             "new-arm-1",
-            &[
-                ("cloud.google.com/gke-nodepool", "new-arm"),
-                ("kubernetes.io/arch", "arm64"),
-                ("kubernetes.io/os", "linux"),
-            ],
-            json!([]),
-        ))
-        .unwrap();
+            &[("cloud.google.com/gke-nodepool", "new-arm"), ("kubernetes.io/arch", "arm64")],
+            &[],
+        )
+        .await;
     let started = std::time::Instant::now();
     loop {
         let (_, body) = webhook.post(&new_pool).await.unwrap();
@@ -344,22 +366,18 @@ async fn acceptance_deployments_pods_zero_nodes_and_new_pools() {
 
 #[tokio::test]
 async fn a_cluster_with_zero_nodes_uses_the_selector_platform() {
-    let api = FakeApiServer::start().await.unwrap();
-    let registry = RegistryProcess::start_plain().await.unwrap();
-    Seeder::new(&registry).unwrap().push_image("amdonly", "v1", &ImageSpec::linux("amd64")).await.unwrap();
-    let config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
-    let webhook =
-        Webhook::start_with_cluster(config, Keyring::default(), api.client().unwrap()).await.unwrap();
-    webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
-    let image = format!("{}/amdonly:v1", registry.host());
-    let mut review = with_image(fixture("02-create-deployment-main-api.json").unwrap(), &image);
+    // The test's scope has nodes, but none in the pool the pod selects: as in a cluster whose
+    // only pools are scaled to zero, no node is a candidate.
+    let Some(cluster) = Cluster::start().await else { return };
+    let webhook = cluster.webhook(cluster.config()).await;
+    let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:v1"));
     review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
-        json!({"kubernetes.io/arch": "arm64"});
+        json!({"kubernetes.io/arch": "arm64", "cloud.google.com/gke-nodepool": "scaled-to-zero"});
     let (_, body) = webhook.post(&review).await.unwrap();
     assert!(!allowed(&body));
     assert_eq!(codes(&body), vec!["PG301"]);
     review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
-        json!({"kubernetes.io/arch": "amd64"});
+        json!({"kubernetes.io/arch": "amd64", "cloud.google.com/gke-nodepool": "scaled-to-zero"});
     let (_, body) = webhook.post(&review).await.unwrap();
     assert!(allowed(&body));
     assert!(codes(&body).is_empty(), "{body}");

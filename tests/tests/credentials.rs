@@ -1,16 +1,20 @@
 //! Pull secrets through the HTTPS webhook: the real HTTPS+htpasswd registry, secrets and service
-//! accounts served by the harness's Kubernetes API, and the registry's access log as the witness
-//! that one namespace's secret never serves another.
+//! accounts in a real kube-apiserver (reached through the fault proxy, which counts the reads),
+//! and the registry's access log as the witness that one namespace's secret never serves another.
+//! The control plane is shared by the tests of this binary; each setup has namespaces of its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use pullguard::{config::Config, credentials::Keyring};
 use pullguard_tests::{
-    kubeapi::FakeApiServer,
+    api_faults::ApiFaults,
+    control_plane::{ControlPlane, Options},
+    installed::create_ready_node,
     logs::LogBuffer,
     registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
@@ -35,11 +39,6 @@ fn secret(namespace: &str, name: &str, secret_type: &str, key: &str, auths: Valu
 
 fn auth_entry(user: &str, password: &str) -> Value {
     json!({"auth": STANDARD.encode(format!("{user}:{password}"))})
-}
-
-fn namespace(name: &str) -> Namespace {
-    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
-        .unwrap()
 }
 
 fn service_account(namespace: &str, secrets: &[&str]) -> ServiceAccount {
@@ -115,15 +114,23 @@ fn allowed(body: &Value) -> bool {
 }
 
 struct Setup {
-    api: FakeApiServer,
+    control_plane: ControlPlane,
+    api: ApiFaults,
     private: RegistryProcess,
     public: RegistryProcess,
     webhook: Webhook,
+    /// The namespaces of this setup, by role: shop, team-a, team-b, sa.
+    shop: String,
+    team_a: String,
+    team_b: String,
+    sa: String,
 }
 
 impl Setup {
-    async fn start() -> Setup {
-        let api = FakeApiServer::start().await.unwrap();
+    async fn start() -> Option<Setup> {
+        let control_plane = ControlPlane::shared(Options { controller_manager: false }).await.unwrap()?;
+        let api = ApiFaults::start(&control_plane).await.unwrap();
+        let client = control_plane.client().await.unwrap();
         let private = RegistryProcess::start_tls_auth(USER, PASSWORD).await.unwrap();
         Seeder::new(&private)
             .unwrap()
@@ -133,70 +140,44 @@ impl Setup {
         let public = RegistryProcess::start_plain().await.unwrap();
         Seeder::new(&public).unwrap().push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
         let host = private.host();
-        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}
-        }))
-        .unwrap();
-        api.apply(&node).unwrap();
-        for ns in ["shop", "team-a", "team-b", "sa"] {
-            api.apply(&namespace(ns)).unwrap();
-        }
+        // Every setup's node is alike (linux/amd64, untainted): they may share the cluster.
+        let node = format!("n1-{}", pullguard_tests::control_plane::random_suffix());
+        let labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"});
+        create_ready_node(&client, &node, labels, vec![]).await.unwrap();
+        let shop = control_plane.namespace("shop", &[]).await.unwrap();
+        let team_a = control_plane.namespace("team-a", &[]).await.unwrap();
+        let team_b = control_plane.namespace("team-b", &[]).await.unwrap();
+        let sa = control_plane.namespace("sa", &[]).await.unwrap();
         let json = "kubernetes.io/dockerconfigjson";
         let key = ".dockerconfigjson";
-        api.apply(&secret("shop", "good", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })))
+        let secrets = [
+            secret(&shop, "good", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })),
+            secret(&shop, "wrong", json, key, json!({ host.clone(): auth_entry(USER, WRONG_PASSWORD) })),
+            secret(&shop, "elsewhere", json, key, json!({"other.example:5000": auth_entry(USER, PASSWORD)})),
+            secret(&shop, "opaque", "Opaque", key, json!({ host.clone(): auth_entry(USER, PASSWORD) })),
+            secret(&team_a, "good", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })),
+            secret(&sa, "via-account", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })),
+        ];
+        for secret in secrets {
+            let namespace = secret.metadata.namespace.clone().unwrap();
+            Api::<Secret>::namespaced(client.clone(), &namespace)
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+        }
+        let account = service_account(&sa, &["via-account"]);
+        Api::<ServiceAccount>::namespaced(client, &sa)
+            .patch("default", &PatchParams::default(), &Patch::Merge(serde_json::to_value(&account).unwrap()))
+            .await
             .unwrap();
-        api.apply(&secret(
-            "shop",
-            "wrong",
-            json,
-            key,
-            json!({ host.clone(): auth_entry(USER, WRONG_PASSWORD) }),
-        ))
-        .unwrap();
-        api.apply(&secret(
-            "shop",
-            "elsewhere",
-            json,
-            key,
-            json!({"other.example:5000": auth_entry(USER, PASSWORD)}),
-        ))
-        .unwrap();
-        api.apply(&secret(
-            "shop",
-            "opaque",
-            "Opaque",
-            key,
-            json!({ host.clone(): auth_entry(USER, PASSWORD) }),
-        ))
-        .unwrap();
-        api.apply(&secret(
-            "shop",
-            "mixed-up",
-            json,
-            ".dockercfg",
-            json!({ host.clone(): auth_entry(USER, PASSWORD) }),
-        ))
-        .unwrap();
-        api.apply(&secret("team-a", "good", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })))
-            .unwrap();
-        api.apply(&secret(
-            "sa",
-            "via-account",
-            json,
-            key,
-            json!({ host.clone(): auth_entry(USER, PASSWORD) }),
-        ))
-        .unwrap();
-        api.apply(&service_account("sa", &["via-account"])).unwrap();
         let config = Config {
             registries: vec![registry_settings(&private), registry_settings(&public)],
             ..Config::default()
         };
         let webhook =
             Webhook::start_with_cluster(config, Keyring::default(), api.client().unwrap()).await.unwrap();
-        webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
-        Setup { api, private, public, webhook }
+        webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
+        Some(Setup { control_plane, api, private, public, webhook, shop, team_a, team_b, sa })
     }
 
     fn image(&self) -> String {
@@ -222,33 +203,39 @@ async fn every_credential_case_through_the_webhook() {
         .with_writer(logs.clone())
         .with_ansi(false)
         .try_init();
-    let setup = Setup::start().await;
+    let Some(setup) = Setup::start().await else { return };
     let image = setup.image();
     let public_image = format!("{}/app:v1", setup.public.host());
     let cases: Vec<(&str, Value, Vec<&str>, bool)> = vec![
-        ("no secret", pod_review("shop", &image, None), vec!["PG201"], false),
-        ("missing secret", pod_review("shop", &image, Some(&["nope"])), vec!["PG202"], false),
-        ("secret for another host", pod_review("shop", &image, Some(&["elsewhere"])), vec!["PG204"], false),
-        ("wrong password", pod_review("shop", &image, Some(&["wrong"])), vec!["PG205"], false),
-        ("wrong type", pod_review("shop", &image, Some(&["opaque"])), vec!["PG203"], false),
-        ("type and key mismatch", pod_review("shop", &image, Some(&["mixed-up"])), vec!["PG203"], false),
-        ("correct secret on the pod", pod_review("shop", &image, Some(&["good"])), vec![], true),
+        ("no secret", pod_review(&setup.shop, &image, None), vec!["PG201"], false),
+        ("missing secret", pod_review(&setup.shop, &image, Some(&["nope"])), vec!["PG202"], false),
+        (
+            "secret for another host",
+            pod_review(&setup.shop, &image, Some(&["elsewhere"])),
+            vec!["PG204"],
+            false,
+        ),
+        ("wrong password", pod_review(&setup.shop, &image, Some(&["wrong"])), vec!["PG205"], false),
+        // A type whose key does not match it (dockerconfigjson holding `.dockercfg`) cannot
+        // exist: the API server's validation refuses such a Secret.
+        ("wrong type", pod_review(&setup.shop, &image, Some(&["opaque"])), vec!["PG203"], false),
+        ("correct secret on the pod", pod_review(&setup.shop, &image, Some(&["good"])), vec![], true),
         (
             "wrong then right: tried in order",
-            pod_review("shop", &image, Some(&["wrong", "good"])),
+            pod_review(&setup.shop, &image, Some(&["wrong", "good"])),
             vec![],
             true,
         ),
-        ("correct secret via the service account", deployment_review("sa", &image, None), vec![], true),
+        ("correct secret via the service account", deployment_review(&setup.sa, &image, None), vec![], true),
         (
             "anonymous registry, needless secret",
-            pod_review("shop", &public_image, Some(&["good"])),
+            pod_review(&setup.shop, &public_image, Some(&["good"])),
             vec![],
             true,
         ),
         (
             "anonymous registry, missing secret",
-            pod_review("shop", &public_image, Some(&["nope"])),
+            pod_review(&setup.shop, &public_image, Some(&["nope"])),
             vec!["PG202"],
             true,
         ),
@@ -261,20 +248,21 @@ async fn every_credential_case_through_the_webhook() {
     }
 
     // PG204 names the keys that were present; the needless-secret warning says it is not needed.
-    let (_, body) = setup.webhook.post(&pod_review("shop", &image, Some(&["elsewhere"]))).await.unwrap();
+    let (_, body) = setup.webhook.post(&pod_review(&setup.shop, &image, Some(&["elsewhere"]))).await.unwrap();
     let message = body["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("other.example:5000"), "{message}");
     // A usable secret exists in the namespace but is not referenced: the message says so.
-    let (_, body) = setup.webhook.post(&pod_review("shop", &image, None)).await.unwrap();
+    let (_, body) = setup.webhook.post(&pod_review(&setup.shop, &image, None)).await.unwrap();
     let message = body["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("add imagePullSecrets: [good, wrong]"), "{message}");
 
     // Secrets are read through cached GETs: repeated admissions do not ask the API again.
     setup.api.clear_requests();
     for _ in 0..5 {
-        setup.webhook.post(&pod_review("shop", &image, Some(&["good"]))).await.unwrap();
+        setup.webhook.post(&pod_review(&setup.shop, &image, Some(&["good"]))).await.unwrap();
     }
-    assert_eq!(setup.api.request_count("/api/v1/namespaces/shop/secrets"), 0, "served from the cache");
+    let secret_reads = setup.api.request_count(&format!("/api/v1/namespaces/{}/secrets", setup.shop));
+    assert_eq!(secret_reads, 0, "served from the cache");
 
     let metrics = setup.webhook.metrics().await.unwrap();
     assert!(metrics.contains("pullguard_findings_total{code=\"PG205\""), "{metrics}");
@@ -291,10 +279,10 @@ async fn every_credential_case_through_the_webhook() {
 
 #[tokio::test]
 async fn one_namespace_secret_never_admits_another_namespace() {
-    let setup = Setup::start().await;
+    let Some(setup) = Setup::start().await else { return };
     let image = setup.image();
-    let with_secret = pod_review("team-a", &image, Some(&["good"]));
-    let without = pod_review("team-b", &image, None);
+    let with_secret = pod_review(&setup.team_a, &image, Some(&["good"]));
+    let without = pod_review(&setup.team_b, &image, None);
 
     // A first, then B: B is denied although A's lookup is cached.
     let (_, body) = setup.webhook.post(&with_secret).await.unwrap();
@@ -319,32 +307,31 @@ async fn one_namespace_secret_never_admits_another_namespace() {
 
 #[tokio::test]
 async fn the_reverse_order_with_a_cold_cache() {
-    let setup = Setup::start().await;
+    let Some(setup) = Setup::start().await else { return };
     let image = setup.image();
-    let (_, body) = setup.webhook.post(&pod_review("team-b", &image, None)).await.unwrap();
+    let (_, body) = setup.webhook.post(&pod_review(&setup.team_b, &image, None)).await.unwrap();
     assert!(!allowed(&body));
-    let (_, body) = setup.webhook.post(&pod_review("team-a", &image, Some(&["good"]))).await.unwrap();
+    let (_, body) = setup.webhook.post(&pod_review(&setup.team_a, &image, Some(&["good"]))).await.unwrap();
     assert!(allowed(&body), "A's secret is used although B's anonymous miss is cached: {body}");
 }
 
 #[tokio::test]
 async fn a_secret_created_after_a_denial_is_seen_without_a_restart() {
-    let setup = Setup::start().await;
+    let Some(setup) = Setup::start().await else { return };
     let image = setup.image();
-    let review = pod_review("team-b", &image, Some(&["late"]));
+    let review = pod_review(&setup.team_b, &image, Some(&["late"]));
     let (_, body) = setup.webhook.post(&review).await.unwrap();
     assert_eq!(codes(&body), vec!["PG202"]);
     let host = setup.private.host();
-    setup
-        .api
-        .apply(&secret(
-            "team-b",
-            "late",
-            "kubernetes.io/dockerconfigjson",
-            ".dockerconfigjson",
-            json!({ host: auth_entry(USER, PASSWORD) }),
-        ))
-        .unwrap();
+    let late = secret(
+        &setup.team_b,
+        "late",
+        "kubernetes.io/dockerconfigjson",
+        ".dockerconfigjson",
+        json!({ host: auth_entry(USER, PASSWORD) }),
+    );
+    let client = setup.control_plane.client().await.unwrap();
+    Api::<Secret>::namespaced(client, &setup.team_b).create(&PostParams::default(), &late).await.unwrap();
     let started = std::time::Instant::now();
     loop {
         let (_, body) = setup.webhook.post(&review).await.unwrap();
@@ -358,14 +345,14 @@ async fn a_secret_created_after_a_denial_is_seen_without_a_restart() {
 
 #[tokio::test]
 async fn registries_pulled_with_node_credentials_are_not_verified_rather_than_wrong() {
-    let setup = Setup::start().await;
+    let Some(setup) = Setup::start().await else { return };
     let mut settings = registry_settings(&setup.private);
     settings.node_credentials = true;
     let config = Config { registries: vec![settings], ..Config::default() };
     let webhook =
         Webhook::start_with_cluster(config, Keyring::default(), setup.api.client().unwrap()).await.unwrap();
-    webhook.wait_ready(Duration::from_secs(10)).await.unwrap();
-    let (_, body) = webhook.post(&pod_review("shop", &setup.image(), None)).await.unwrap();
+    webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_, body) = webhook.post(&pod_review(&setup.shop, &setup.image(), None)).await.unwrap();
     assert!(allowed(&body), "{body}");
     assert_eq!(codes(&body), vec!["PG200"]);
     assert!(body["response"]["warnings"].is_null(), "an info is not a warning: {body}");
