@@ -32,6 +32,8 @@ elif [ "${CI:-}" = "true" ]; then
   exit 1
 else
   skipped_control_plane=1
+  skipped_log="$(mktemp)"
+  export PULLGUARD_SKIPPED_LOG="$skipped_log"
   cat >&2 <<'MSG'
 tests/run.sh: WARNING: no control plane: the tests against a real kube-apiserver will be SKIPPED.
   Provide it with a folder holding kube-apiserver, etcd and kube-controller-manager
@@ -51,6 +53,8 @@ else
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
 if [ "${skipped_control_plane:-0}" = 1 ]; then
-  echo "tests/run.sh: WARNING: the real-control-plane tests were SKIPPED (see above)." >&2
+  echo "tests/run.sh: WARNING: these tests were SKIPPED for want of a control plane (see above):" >&2
+  sort -u "$skipped_log" | sed 's/^/  /' >&2
+  rm -f "$skipped_log"
 fi
 exit "$status"

@@ -75,6 +75,7 @@ impl Assets {
                 Err(anyhow!("{missing} (CI=true: the control-plane tests must run)"))
             }
             Err(missing) => {
+                record_skip(&missing);
                 eprintln!(
                     "SKIPPED (no control plane): {missing}. Run `bash tests/run.sh`, which unpacks \
                      ../shared/envtest and sets {ASSETS_ENV}, or point {ASSETS_ENV} at a folder with \
@@ -106,6 +107,31 @@ impl Assets {
                 None
             },
         })
+    }
+}
+
+/// Where `tests/run.sh` collects the skipped tests, to list them after the run (nextest shows
+/// the output of passing tests only on request).
+pub const SKIPPED_LOG_ENV: &str = "PULLGUARD_SKIPPED_LOG";
+
+fn record_skip(missing: &str) {
+    let Some(path) = std::env::var_os(SKIPPED_LOG_ENV) else {
+        return;
+    };
+    let binary = std::env::var("NEXTEST_BINARY_ID").unwrap_or_else(|_| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    });
+    let test = std::env::var("NEXTEST_TEST_NAME")
+        .ok()
+        .or_else(|| std::thread::current().name().map(str::to_owned))
+        .unwrap_or_default();
+    use std::io::Write as _;
+    if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        // A lost line only shortens the list printed after the run.
+        let _ = writeln!(log, "{binary} {test} ({missing})");
     }
 }
 

@@ -528,3 +528,45 @@ async fn check_compares_manifests_with_the_live_node_pools() {
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
 }
+
+#[tokio::test]
+async fn kube_clients_get_the_same_answers_as_kubectl() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::PostParams;
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("client", &[]).await.unwrap();
+    let deployments: Api<Deployment> =
+        Api::namespaced(installed.control_plane.client().await.unwrap(), &namespace);
+    let good = format!("{}/app:v1", installed.registry.host);
+    let missing = format!("{}/app:v404", installed.registry.host);
+    let deployment = |image: &str| -> Deployment {
+        serde_json::from_value(workload("Deployment", "api", pod_spec(image))).unwrap()
+    };
+    let denied = |result: Result<Deployment, kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{what}: {status:?}");
+            assert!(
+                status
+                    .message
+                    .starts_with(&format!("admission webhook \"{WEBHOOK_NAME}\" denied the request"))
+                    && status.message.contains("PG101"),
+                "{what}: {}",
+                status.message
+            );
+        }
+        other => panic!("{what}: expected a denial, got {other:?}"),
+    };
+
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    denied(deployments.create(&dry_run, &deployment(&missing)).await, "dry-run create");
+    denied(deployments.create(&PostParams::default(), &deployment(&missing)).await, "create");
+    let created = deployments.create(&PostParams::default(), &deployment(&good)).await.unwrap();
+
+    let mut replaced = deployment(&missing);
+    replaced.metadata.resource_version = created.metadata.resource_version.clone();
+    denied(deployments.replace("api", &PostParams::default(), &replaced).await, "update");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": missing}]}}}});
+    denied(deployments.patch("api", &PatchParams::default(), &Patch::Strategic(patch)).await, "patch");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": good}]}}}});
+    deployments.patch("api", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+}
