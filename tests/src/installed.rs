@@ -161,24 +161,6 @@ impl Installed {
         self.kubectl(&["apply", "-n", namespace, "-f", "-"], Some(&manifest.to_string())).await
     }
 
-    /// `pullguard_admissions_total` samples of the running webhook, by their label sets.
-    pub async fn admissions(&self) -> Result<Vec<(String, f64)>> {
-        let metrics = crate::registry::http_client(None)?
-            .get(format!("{}/metrics", self.webhook.admin_url))
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(metrics
-            .lines()
-            .filter_map(|line| line.strip_prefix("pullguard_admissions_total{"))
-            .filter_map(|rest| {
-                let (labels, value) = rest.split_once("} ")?;
-                Some((labels.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect())
-    }
-
     /// The admission log lines (the JSON `fields`) of objects in `namespace`, oldest first.
     /// Log lines are written in batches by a thread of their own: poll for what is expected.
     pub fn logged_admissions(&self, namespace: &str) -> Vec<Value> {

@@ -475,24 +475,6 @@ impl SharedRegistry {
             self.credentials.as_ref().map(|(user, password)| (user.as_str(), password.as_str())),
         )
     }
-
-    /// Parsed access-log lines, oldest first.
-    pub fn access_log(&self) -> Vec<AccessLogEntry> {
-        std::fs::read_to_string(&self.log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(parse_access_line)
-            .collect()
-    }
-
-    /// Number of GET or HEAD requests on `/v2/<repo>/manifests/…` so far.
-    pub fn manifest_requests(&self, repo: &str) -> usize {
-        let prefix = format!("/v2/{repo}/manifests/");
-        self.access_log()
-            .iter()
-            .filter(|e| (e.method == "GET" || e.method == "HEAD") && e.path.starts_with(&prefix))
-            .count()
-    }
 }
 
 enum Spawn {

@@ -135,20 +135,22 @@ where
     let lock = lock(&dir).await?;
 
     let state_path = dir.join(STATE_FILE);
-    if state_path.exists() && watchdog_alive(&dir) {
-        append_line(&dir.join(USERS_FILE), &std::process::id().to_string())?;
+    let watched = watchdog_alive(&dir);
+    append_line(&dir.join(USERS_FILE), &std::process::id().to_string())?;
+    if state_path.exists() && watched {
         let state =
             std::fs::read(&state_path).with_context(|| format!("reading {}", state_path.display()))?;
         drop(lock);
         return serde_json::from_slice(&state).with_context(|| format!("parsing {}", state_path.display()));
     }
-    // A state without its watchdog is left from a runner that was killed outright, and its
-    // processes are gone or orphaned: start over in a clean directory.
-    let _ = std::fs::remove_file(&state_path);
-    let _ = std::fs::remove_file(dir.join(PIDS_FILE));
-    let _ = std::fs::remove_file(dir.join(DIRS_FILE));
-    append_line(&dir.join(USERS_FILE), &std::process::id().to_string())?;
-    start_watchdog(&dir)?;
+    if !watched {
+        // Files without a watchdog are left from a runner that was killed outright: start over.
+        // With one alive, an earlier start failed; what it started stays listed for teardown.
+        let _ = std::fs::remove_file(&state_path);
+        let _ = std::fs::remove_file(dir.join(PIDS_FILE));
+        let _ = std::fs::remove_file(dir.join(DIRS_FILE));
+        start_watchdog(&dir)?;
+    }
 
     let state = start(Keeper { dir: dir.clone() }).await?;
     let json = serde_json::to_vec_pretty(&state)?;

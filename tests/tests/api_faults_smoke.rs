@@ -126,4 +126,11 @@ async fn unavailable_stalled_and_slow() {
     proxy.set_fault(Fault::None);
     namespaces.get("default").await.unwrap();
     assert_eq!(proxy.request_count("/api/v1/namespaces/default"), 1);
+
+    // The fault stays in the proxy: the API server itself answers all along.
+    let ca = std::fs::read_to_string(&control_plane.ca_path).unwrap();
+    let direct = pullguard_tests::registry::http_client(Some(&ca)).unwrap();
+    let ready =
+        direct.get(control_plane.url_for("/readyz")).bearer_auth(control_plane.token()).send().await.unwrap();
+    assert_eq!(ready.text().await.unwrap(), "ok");
 }
