@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use pullguard::registry::manifest::{
-    self, ConfigPlatform, DOCKER_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, DOCKER_V2, ImageFacts,
-    ManifestKind, OCI_INDEX, OCI_MANIFEST, Parsed,
+    self, ConfigPlatform, DOCKER_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, DOCKER_V2, OCI_INDEX,
+    OCI_MANIFEST, Parsed,
 };
 
 const MEDIA_TYPES: [&str; 6] =
@@ -37,48 +37,11 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let Ok(parsed) = manifest::parse(&media_type, body) else { return };
-    // Turn the parse into facts the way the resolver does, and ask the checks' questions.
-    let facts = match parsed {
-        Parsed::Index { kind, artifact_type, entries } => {
-            assert!(kind.is_index());
-            ImageFacts {
-                digest: String::new(),
-                media_type,
-                kind,
-                platforms: entries.into_iter().filter_map(|entry| entry.platform).collect(),
-                config_media_type: None,
-                artifact_type,
-                compressed_size: None,
-                layers: vec![],
-                comparable_platforms: Default::default(),
-            }
-        }
-        Parsed::Image { kind, config_media_type, config_digest: _, artifact_type, layers } => {
-            assert!(!kind.is_index());
-            ImageFacts {
-                digest: String::new(),
-                media_type,
-                kind,
-                platforms: vec![],
-                config_media_type: Some(config_media_type),
-                artifact_type,
-                compressed_size: Some(layers.iter().fold(0u64, |sum, layer| sum.saturating_add(layer.size))),
-                layers,
-                comparable_platforms: Default::default(),
-            }
-        }
-        Parsed::Schema1 { architecture: _, layers } => ImageFacts {
-            digest: String::new(),
-            media_type,
-            kind: ManifestKind::DockerSchema1,
-            platforms: vec![],
-            config_media_type: None,
-            artifact_type: None,
-            compressed_size: None,
-            layers,
-            comparable_platforms: Default::default(),
-        },
-    };
+    let index = matches!(parsed, Parsed::Index { .. });
+    // The resolver's own function: whatever the registry declares must not overflow or panic.
+    let (facts, config_to_read) = manifest::facts_of("", &media_type, parsed);
+    assert_eq!(facts.kind.is_index(), index);
+    assert!(config_to_read.is_none() || facts.config_media_type.is_some());
     for platform in &facts.platforms {
         let _ = platform.to_string();
     }

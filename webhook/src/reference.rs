@@ -27,7 +27,7 @@ pub enum ReferenceError {
     Empty,
     #[error("image reference is {len} bytes long, more than the {MAX_INPUT_LEN} allowed")]
     TooLong { len: usize },
-    #[error("repository name is {len} characters long, more than the {MAX_NAME_LEN} allowed")]
+    #[error("repository path is {len} characters long, more than the {MAX_NAME_LEN} allowed")]
     NameTooLong { len: usize },
     #[error("repository name must be lowercase")]
     UppercaseRepository,
@@ -113,9 +113,10 @@ impl ImageRef {
         } else {
             path.to_owned()
         };
-        let name_len = registry.len() + 1 + repository.len();
-        if name_len > MAX_NAME_LEN {
-            return Err(ReferenceError::NameTooLong { len: name_len });
+        // distribution/reference (containerd, the kubelet's runtime) limits the repository path
+        // after normalisation (`library/` included), never the registry's name with it.
+        if repository.len() > MAX_NAME_LEN {
+            return Err(ReferenceError::NameTooLong { len: repository.len() });
         }
 
         Ok(ImageRef { registry: registry.to_owned(), repository, tag: tag.map(str::to_owned), digest })
@@ -428,13 +429,25 @@ mod tests {
         }
     }
 
+    /// distribution/reference's `Parse`: `len(repo.path) > RepositoryNameTotalLengthMax` (255).
+    #[test]
+    fn the_length_limit_is_on_the_repository_path() {
+        let at_limit = format!("example.com/{}", "a".repeat(255));
+        assert_eq!(ImageRef::parse(&at_limit).map(|r| r.repository().len()), Ok(255));
+        let over = format!("example.com/{}", "a".repeat(256));
+        assert_eq!(ImageRef::parse(&over), Err(ReferenceError::NameTooLong { len: 256 }));
+        // Docker Hub's `library/` counts: it is part of the path the runtime pulls.
+        assert!(ImageRef::parse(&"a".repeat(247)).is_ok());
+        assert_eq!(ImageRef::parse(&"a".repeat(248)), Err(ReferenceError::NameTooLong { len: 256 }));
+    }
+
     #[test]
     fn error_variants() {
         use ReferenceError as E;
         let p = ImageRef::parse;
         assert_eq!(p(""), Err(E::Empty));
         assert_eq!(p(&"a".repeat(5000)), Err(E::TooLong { len: 5000 }));
-        assert_eq!(p(&"a".repeat(250)), Err(E::NameTooLong { len: 268 }));
+        assert_eq!(p(&"a".repeat(250)), Err(E::NameTooLong { len: 258 }));
         assert_eq!(p("Nginx"), Err(E::UppercaseRepository));
         assert_eq!(p("Docker.io/Library/Nginx"), Err(E::UppercaseRepository));
         assert_eq!(p(HEX), Err(E::HexIdentifier));

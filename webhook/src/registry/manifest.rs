@@ -303,6 +303,57 @@ impl ImageFacts {
     }
 }
 
+/// Facts from a parsed manifest, and the config blob whose platform they still lack (a runnable
+/// single-platform image names its platform only there). The one way facts are made from a
+/// registry's answer, shared with the `manifest` fuzz target.
+pub fn facts_of(digest: &str, media_type: &str, parsed: Parsed) -> (ImageFacts, Option<String>) {
+    let mut facts = ImageFacts {
+        digest: digest.to_string(),
+        media_type: media_type.to_string(),
+        kind: ManifestKind::OciManifest,
+        platforms: Vec::new(),
+        config_media_type: None,
+        artifact_type: None,
+        compressed_size: None,
+        layers: Vec::new(),
+        comparable_platforms: Default::default(),
+    };
+    let mut config_to_read = None;
+    match parsed {
+        Parsed::Index { kind, artifact_type, entries } => {
+            facts.kind = kind;
+            facts.artifact_type = artifact_type;
+            facts.platforms = entries.into_iter().filter_map(|entry| entry.platform).collect();
+            facts.platforms.sort();
+            facts.platforms.dedup();
+        }
+        Parsed::Image { kind, config_media_type, config_digest, artifact_type, layers } => {
+            facts.kind = kind;
+            // Sizes are whatever the registry declares: a hostile manifest must not wrap the sum
+            // (or panic a debug build) into a small one.
+            facts.compressed_size =
+                Some(layers.iter().fold(0u64, |sum, layer| sum.saturating_add(layer.size)));
+            facts.layers = layers;
+            let runnable_config = artifact_type.is_none()
+                && [OCI_CONFIG, DOCKER_CONFIG, OCTET_STREAM].contains(&config_media_type.as_str());
+            facts.artifact_type = artifact_type;
+            facts.config_media_type = Some(config_media_type);
+            if runnable_config {
+                config_to_read = Some(config_digest);
+            }
+        }
+        Parsed::Schema1 { architecture, layers } => {
+            facts.kind = ManifestKind::DockerSchema1;
+            facts.layers = layers;
+            if !architecture.is_empty() {
+                facts.platforms =
+                    vec![Platform { os: "linux".into(), architecture, variant: None, os_version: None }];
+            }
+        }
+    }
+    (facts, config_to_read)
+}
+
 /// Why a manifest cannot be run as a container image, if it cannot.
 pub fn not_runnable_reason(facts: &ImageFacts) -> Option<String> {
     if let Some(artifact_type) = &facts.artifact_type {
@@ -330,6 +381,24 @@ pub fn not_runnable_reason(facts: &ImageFacts) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_sizes_saturate_instead_of_wrapping() {
+        let layer = |n: u8| {
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": format!("sha256:{}", format!("{n:02x}").repeat(32)), "size": i64::MAX})
+        };
+        let body = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": format!("sha256:{}", "c".repeat(64)), "size": 2},
+            "layers": [layer(1), layer(2), layer(3)],
+        })
+        .to_string();
+        let parsed = parse(OCI_MANIFEST, body.as_bytes()).unwrap();
+        let (facts, config) = facts_of("sha256:x", OCI_MANIFEST, parsed);
+        assert_eq!(facts.compressed_size, Some(u64::MAX));
+        assert_eq!(config, Some(format!("sha256:{}", "c".repeat(64))));
+    }
 
     #[test]
     fn media_type_from_header_or_body() {

@@ -37,7 +37,7 @@ use moka::{
 };
 use sha2::{Digest, Sha256};
 
-use self::manifest::{ConfigPlatform, Parsed};
+use self::manifest::ConfigPlatform;
 pub use self::{
     error::LookupError,
     manifest::{ImageFacts, ManifestKind, Platform},
@@ -333,48 +333,10 @@ impl Registry {
         media_type: &str,
         body: &[u8],
     ) -> Result<ImageFacts, LookupError> {
-        let parsed = manifest::parse(media_type, body)?;
-        let mut facts = ImageFacts {
-            digest: digest.to_string(),
-            media_type: media_type.to_string(),
-            kind: ManifestKind::OciManifest,
-            platforms: Vec::new(),
-            config_media_type: None,
-            artifact_type: None,
-            compressed_size: None,
-            layers: Vec::new(),
-            comparable_platforms: Default::default(),
-        };
-        match parsed {
-            Parsed::Index { kind, artifact_type, entries } => {
-                facts.kind = kind;
-                facts.artifact_type = artifact_type;
-                facts.platforms = entries.into_iter().filter_map(|entry| entry.platform).collect();
-                facts.platforms.sort();
-                facts.platforms.dedup();
-            }
-            Parsed::Image { kind, config_media_type, config_digest, artifact_type, layers } => {
-                facts.kind = kind;
-                facts.compressed_size = Some(layers.iter().map(|layer| layer.size).sum());
-                facts.layers = layers;
-                let runnable_config = artifact_type.is_none()
-                    && [manifest::OCI_CONFIG, manifest::DOCKER_CONFIG, manifest::OCTET_STREAM]
-                        .contains(&config_media_type.as_str());
-                facts.artifact_type = artifact_type;
-                facts.config_media_type = Some(config_media_type);
-                if runnable_config {
-                    facts.platforms =
-                        self.config_platform(endpoint, &config_digest).await?.into_iter().collect();
-                }
-            }
-            Parsed::Schema1 { architecture, layers } => {
-                facts.kind = ManifestKind::DockerSchema1;
-                facts.layers = layers;
-                if !architecture.is_empty() {
-                    facts.platforms =
-                        vec![Platform { os: "linux".into(), architecture, variant: None, os_version: None }];
-                }
-            }
+        let (mut facts, config_to_read) =
+            manifest::facts_of(digest, media_type, manifest::parse(media_type, body)?);
+        if let Some(config_digest) = config_to_read {
+            facts.platforms = self.config_platform(endpoint, &config_digest).await?.into_iter().collect();
         }
         Ok(facts)
     }
