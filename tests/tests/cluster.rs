@@ -382,3 +382,52 @@ async fn a_cluster_with_zero_nodes_uses_the_selector_platform() {
     assert!(allowed(&body));
     assert!(codes(&body).is_empty(), "{body}");
 }
+
+#[tokio::test]
+async fn booting_and_cordoned_nodes_stay_in_their_pool() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let webhook = cluster.webhook(cluster.config()).await;
+    // New nodes as the API server leaves them: tainted not-ready until a kubelet reports Ready
+    // (none runs here). The cordoned one also gets the taint the node lifecycle controller adds
+    // for `spec.unschedulable` (that controller does not run here either).
+    let nodes: Api<Node> = Api::all(cluster.control_plane.client().await.unwrap());
+    for (name, unschedulable) in [("booting-1", false), ("cordoned-1", true)] {
+        let mut taints = vec![json!({"key": SCOPE_TAINT, "value": cluster.scope, "effect": "NoSchedule"})];
+        if unschedulable {
+            taints.push(json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}));
+        }
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": cluster.node_name(name), "labels": {
+                "cloud.google.com/gke-nodepool": format!("{name}-pool"), "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "arm64"}},
+            "spec": {"unschedulable": unschedulable, "taints": taints},
+        }))
+        .unwrap();
+        let created = nodes.create(&PostParams::default(), &node).await.unwrap();
+        let taints: Vec<String> =
+            created.spec.unwrap().taints.unwrap_or_default().into_iter().map(|taint| taint.key).collect();
+        assert!(taints.iter().any(|key| key == "node.kubernetes.io/not-ready"), "{taints:?}");
+    }
+    for pool in ["booting-1-pool", "cordoned-1-pool"] {
+        let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:v1"));
+        review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
+            json!({"cloud.google.com/gke-nodepool": pool});
+        let mut verdict = Value::Null;
+        let started = std::time::Instant::now();
+        // The node watch delivers the new nodes a moment after they are created.
+        while started.elapsed() < Duration::from_secs(10) {
+            let (_, body) = webhook.post(&review).await.unwrap();
+            verdict = body;
+            if codes(&verdict) != vec!["PG300"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(codes(&verdict), vec!["PG301"], "{pool}: {verdict}");
+        let message = verdict["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains(pool), "{message}");
+        let (_, body) = webhook.post(&with_image(review, &cluster.image("multi:v1"))).await.unwrap();
+        assert!(allowed(&body) && codes(&body).is_empty(), "{pool}: {body}");
+    }
+}

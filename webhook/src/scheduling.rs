@@ -57,36 +57,31 @@ impl std::fmt::Display for PoolName<'_> {
     }
 }
 
-/// Who will own the pods: the API server and controllers add tolerations the template does not show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodOwner {
-    /// DefaultTolerationSeconds gives every pod NoExecute tolerations for not-ready and unreachable.
-    Any,
-    /// The DaemonSet controller also tolerates pressure, unschedulable and network-unavailable.
-    DaemonSet,
-}
-
-const DAEMONSET_TOLERATED: [&str; 5] = [
-    "node.kubernetes.io/disk-pressure",
+/// Taints that say how a node is doing, not which pods belong on it: the API server puts
+/// `not-ready` on every new node until its kubelet reports Ready (autoscaled pools, scale from
+/// zero, upgrades), the node lifecycle controller adds the others for conditions and cordoning.
+/// They pass, so they never take a node out of its pool when asking which platforms a pod can
+/// land on (a pool whose only node is booting would otherwise look like no pool at all).
+const CONDITION_TAINTS: [&str; 7] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
     "node.kubernetes.io/memory-pressure",
+    "node.kubernetes.io/disk-pressure",
     "node.kubernetes.io/pid-pressure",
-    "node.kubernetes.io/unschedulable",
     "node.kubernetes.io/network-unavailable",
+    "node.kubernetes.io/unschedulable",
 ];
 
-fn implicitly_tolerated(taint: &Taint, owner: PodOwner) -> bool {
-    let key = taint.key.as_str();
-    let transient = key == "node.kubernetes.io/not-ready" || key == "node.kubernetes.io/unreachable";
-    (transient && taint.effect == "NoExecute")
-        || (owner == PodOwner::DaemonSet && (transient || DAEMONSET_TOLERATED.contains(&key)))
+fn is_condition_taint(taint: &Taint) -> bool {
+    CONDITION_TAINTS.contains(&taint.key.as_str())
 }
 
-/// The nodes among `nodes` that the pod may be scheduled on.
-pub fn candidates<'a>(spec: &PodSpec, owner: PodOwner, nodes: &'a [NodeFacts]) -> Vec<&'a NodeFacts> {
-    nodes.iter().filter(|node| admits(spec, owner, node)).collect()
+/// The nodes among `nodes` that the pod may be scheduled on, whatever state they are in now.
+pub fn candidates<'a>(spec: &PodSpec, nodes: &'a [NodeFacts]) -> Vec<&'a NodeFacts> {
+    nodes.iter().filter(|node| admits(spec, node)).collect()
 }
 
-fn admits(spec: &PodSpec, owner: PodOwner, node: &NodeFacts) -> bool {
+fn admits(spec: &PodSpec, node: &NodeFacts) -> bool {
     if let Some(name) = spec.node_name.as_deref().filter(|name| !name.is_empty()) {
         return name == node.name;
     }
@@ -98,7 +93,7 @@ fn admits(spec: &PodSpec, owner: PodOwner, node: &NodeFacts) -> bool {
         );
     let affinity_matches = affinity.is_none_or(|selector| selector_matches_node(selector, node));
     let tolerations = spec.tolerations.as_deref().unwrap_or_default();
-    selector_matches && affinity_matches && tolerates_all(tolerations, &node.taints, owner)
+    selector_matches && affinity_matches && tolerates_all(tolerations, &node.taints)
 }
 
 fn selector_matches_node(selector: &NodeSelector, node: &NodeFacts) -> bool {
@@ -135,11 +130,11 @@ fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&Str
 }
 
 /// Only taints that keep pods off a node count; PreferNoSchedule is a preference.
-fn tolerates_all(tolerations: &[Toleration], taints: &[Taint], owner: PodOwner) -> bool {
+fn tolerates_all(tolerations: &[Toleration], taints: &[Taint]) -> bool {
     taints
         .iter()
         .filter(|taint| taint.effect == "NoSchedule" || taint.effect == "NoExecute")
-        .filter(|taint| !implicitly_tolerated(taint, owner))
+        .filter(|taint| !is_condition_taint(taint))
         .all(|taint| tolerations.iter().any(|toleration| tolerates(toleration, taint)))
 }
 
@@ -229,7 +224,7 @@ mod tests {
     }
 
     fn names(spec: &PodSpec, nodes: &[NodeFacts]) -> Vec<String> {
-        candidates(spec, PodOwner::Any, nodes).iter().map(|node| node.name.clone()).collect()
+        candidates(spec, nodes).iter().map(|node| node.name.clone()).collect()
     }
 
     fn cluster() -> Vec<NodeFacts> {
@@ -338,16 +333,20 @@ mod tests {
     }
 
     #[test]
-    fn implicit_tolerations() {
+    fn condition_taints_never_take_a_node_out_of_its_pool() {
         let nodes = vec![
+            node("booting", &[], &[("node.kubernetes.io/not-ready", "", "NoSchedule")]),
             node("down", &[], &[("node.kubernetes.io/unreachable", "", "NoExecute")]),
             node("cordoned", &[], &[("node.kubernetes.io/unschedulable", "", "NoSchedule")]),
+            node("pressed", &[], &[("node.kubernetes.io/memory-pressure", "", "NoSchedule")]),
+            node("full", &[], &[("node.kubernetes.io/disk-pressure", "", "NoSchedule")]),
+            node("forking", &[], &[("node.kubernetes.io/pid-pressure", "", "NoSchedule")]),
+            node("offline", &[], &[("node.kubernetes.io/network-unavailable", "", "NoSchedule")]),
+            node("gpu", &[], &[("nvidia.com/gpu", "", "NoSchedule")]),
         ];
         let pod = spec(json!({}));
-        let names =
-            |owner| candidates(&pod, owner, &nodes).iter().map(|n| n.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(PodOwner::Any), vec!["down"]);
-        assert_eq!(names(PodOwner::DaemonSet), vec!["down", "cordoned"]);
+        let names = candidates(&pod, &nodes).iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names, ["booting", "down", "cordoned", "pressed", "full", "forking", "offline"]);
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl Admission {
             .and_then(|namespace| self.cluster.as_ref()?.namespace_modes.mode_of(namespace));
         let mode = effective_mode(namespace_mode.unwrap_or(config.mode), metadata.mode_annotation.as_deref());
         let deadline = Instant::now() + config.deadline.0;
-        let targets = self.node_targets(kind, &spec);
+        let targets = self.node_targets(&spec);
         let namespace = request.namespace.as_deref().unwrap_or("default");
         let is_pod = kind == WorkloadKind::Pod;
         let credentials = match &self.cluster {
@@ -184,7 +184,7 @@ impl Admission {
 impl Admission {
     /// Where the pod can land: candidate nodes from the inventory, else the platform its
     /// selector names, else the reason nothing could be compared.
-    fn node_targets(&self, kind: WorkloadKind, spec: &PodSpec) -> Arc<NodeTargets> {
+    fn node_targets(&self, spec: &PodSpec) -> Arc<NodeTargets> {
         let Some(cluster) = &self.cluster else {
             return Arc::new(NodeTargets::Unknown(
                 "pullguard runs without a Kubernetes API, so node platforms are unknown".into(),
@@ -194,7 +194,7 @@ impl Admission {
             return Arc::new(NodeTargets::Unknown("the node inventory has not synced yet".into()));
         }
         let pool_labels = &self.inspector.config().node_pool_labels;
-        self.targets.targets(spec, kind.pod_owner(), &cluster.nodes.nodes(), pool_labels)
+        self.targets.targets(spec, &cluster.nodes.nodes(), pool_labels)
     }
 }
 

@@ -12,10 +12,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{NodeAffinity, PodSpec, Toleration};
 
-use crate::{
-    checks::NodeTargets,
-    scheduling::{NodeFacts, PodOwner},
-};
+use crate::{checks::NodeTargets, scheduling::NodeFacts};
 
 /// Distinct scheduling fields remembered per inventory; past that, the oldest answer goes.
 const REMEMBERED: usize = 64;
@@ -35,7 +32,6 @@ struct Remembered {
 /// What [`NodeTargets::for_pod`] reads of a pod.
 #[derive(PartialEq)]
 struct Scheduling {
-    owner: PodOwner,
     node_name: Option<String>,
     node_selector: Option<BTreeMap<String, String>>,
     node_affinity: Option<NodeAffinity>,
@@ -43,9 +39,8 @@ struct Scheduling {
 }
 
 impl Scheduling {
-    fn of(spec: &PodSpec, owner: PodOwner) -> Scheduling {
+    fn of(spec: &PodSpec) -> Scheduling {
         Scheduling {
-            owner,
             node_name: spec.node_name.clone(),
             node_selector: spec.node_selector.clone(),
             node_affinity: node_affinity(spec).cloned(),
@@ -54,9 +49,8 @@ impl Scheduling {
     }
 
     /// Compared field by field against the borrowed spec: a hit copies nothing.
-    fn is_of(&self, spec: &PodSpec, owner: PodOwner) -> bool {
-        self.owner == owner
-            && self.node_name == spec.node_name
+    fn is_of(&self, spec: &PodSpec) -> bool {
+        self.node_name == spec.node_name
             && self.node_selector == spec.node_selector
             && self.tolerations == spec.tolerations
             && self.node_affinity.as_ref() == node_affinity(spec)
@@ -72,28 +66,27 @@ impl TargetsMemo {
     pub fn targets(
         &self,
         spec: &PodSpec,
-        owner: PodOwner,
         nodes: &Arc<[NodeFacts]>,
         pool_labels: &[String],
     ) -> Arc<NodeTargets> {
-        if let Some(known) = self.recall(spec, owner, nodes) {
+        if let Some(known) = self.recall(spec, nodes) {
             return known;
         }
         // Computed outside the lock: a large inventory must not hold up other admissions.
-        let targets = Arc::new(NodeTargets::for_pod(spec, owner, nodes, pool_labels));
+        let targets = Arc::new(NodeTargets::for_pod(spec, nodes, pool_labels));
         if let Ok(mut state) = self.state.lock()
             && state.nodes.as_ref().is_some_and(|known| Arc::ptr_eq(known, nodes))
-            && !state.answers.iter().any(|(scheduling, _)| scheduling.is_of(spec, owner))
+            && !state.answers.iter().any(|(scheduling, _)| scheduling.is_of(spec))
         {
             if state.answers.len() >= REMEMBERED {
                 state.answers.remove(0);
             }
-            state.answers.push((Scheduling::of(spec, owner), targets.clone()));
+            state.answers.push((Scheduling::of(spec), targets.clone()));
         }
         targets
     }
 
-    fn recall(&self, spec: &PodSpec, owner: PodOwner, nodes: &Arc<[NodeFacts]>) -> Option<Arc<NodeTargets>> {
+    fn recall(&self, spec: &PodSpec, nodes: &Arc<[NodeFacts]>) -> Option<Arc<NodeTargets>> {
         let mut state = self.state.lock().ok()?;
         if !state.nodes.as_ref().is_some_and(|known| Arc::ptr_eq(known, nodes)) {
             // A newer inventory (or, briefly, an older one still in hand): answers start over.
@@ -104,7 +97,7 @@ impl TargetsMemo {
         state
             .answers
             .iter()
-            .find(|(scheduling, _)| scheduling.is_of(spec, owner))
+            .find(|(scheduling, _)| scheduling.is_of(spec))
             .map(|(_, targets)| targets.clone())
     }
 }
@@ -175,13 +168,11 @@ mod tests {
         let memo = TargetsMemo::default();
         let nodes = inventory();
         let labels = vec!["pool".to_string()];
-        // Twice over, in both owners: the second round is answered from memory.
+        // Twice over: the second round is answered from memory.
         for _ in 0..2 {
-            for owner in [PodOwner::Any, PodOwner::DaemonSet] {
-                for spec in specs() {
-                    let remembered = memo.targets(&spec, owner, &nodes, &labels);
-                    assert_eq!(*remembered, NodeTargets::for_pod(&spec, owner, &nodes, &labels), "{spec:?}");
-                }
+            for spec in specs() {
+                let remembered = memo.targets(&spec, &nodes, &labels);
+                assert_eq!(*remembered, NodeTargets::for_pod(&spec, &nodes, &labels), "{spec:?}");
             }
         }
     }
@@ -192,17 +183,17 @@ mod tests {
         let labels = vec!["pool".to_string()];
         let nodes = inventory();
         let pod = spec(json!({"containers": [], "nodeSelector": {"pool": "amd"}}));
-        let first = memo.targets(&pod, PodOwner::Any, &nodes, &labels);
-        let again = memo.targets(&pod, PodOwner::Any, &nodes, &labels);
+        let first = memo.targets(&pod, &nodes, &labels);
+        let again = memo.targets(&pod, &nodes, &labels);
         assert!(Arc::ptr_eq(&first, &again), "the same scheduling fields are answered from memory");
         // A fresh inventory with the same content is still a new inventory: asked again.
         let relisted = inventory();
-        let after_change = memo.targets(&pod, PodOwner::Any, &relisted, &labels);
+        let after_change = memo.targets(&pod, &relisted, &labels);
         assert!(!Arc::ptr_eq(&first, &after_change));
         assert_eq!(first, after_change);
         // The pool scaled to zero: the answer follows the inventory.
         let scaled: Arc<[NodeFacts]> = Arc::from(vec![node("r1", "arm", "arm64", Some("arch"))]);
-        assert_eq!(*memo.targets(&pod, PodOwner::Any, &scaled, &labels), NodeTargets::Pools(Vec::new()));
+        assert_eq!(*memo.targets(&pod, &scaled, &labels), NodeTargets::Pools(Vec::new()));
     }
 
     #[test]
@@ -211,7 +202,7 @@ mod tests {
         let nodes = inventory();
         for index in 0..(REMEMBERED * 3) {
             let pod = spec(json!({"containers": [], "nodeSelector": {"zone": format!("z{index}")}}));
-            memo.targets(&pod, PodOwner::Any, &nodes, &[]);
+            memo.targets(&pod, &nodes, &[]);
         }
         assert_eq!(memo.state.lock().unwrap().answers.len(), REMEMBERED);
     }

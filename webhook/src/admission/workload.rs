@@ -16,10 +16,7 @@ use serde::{
 use serde_json::Value;
 
 use super::review::{KeyIs, ObjectMetadata, RawObject};
-use crate::{
-    inspect::{ContainerImage, ContainerKind},
-    scheduling::PodOwner,
-};
+use crate::inspect::{ContainerImage, ContainerKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
@@ -67,11 +64,6 @@ impl WorkloadKind {
     pub fn from_api_version(api_version: &str, kind: &str) -> Option<WorkloadKind> {
         let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
         WorkloadKind::from_group_kind(group, kind)
-    }
-
-    /// Who will own its pods, for the tolerations controllers add that the spec does not show.
-    pub fn pod_owner(self) -> PodOwner {
-        if self == WorkloadKind::DaemonSet { PodOwner::DaemonSet } else { PodOwner::Any }
     }
 
     pub fn name(self) -> &'static str {

@@ -10,7 +10,7 @@ use crate::{
     finding::{Code, Finding},
     platform::Platform,
     registry::ImageFacts,
-    scheduling::{self, NodeFacts, PodOwner, PoolName},
+    scheduling::{self, NodeFacts, PoolName},
 };
 
 /// Where a pod can run, as far as platforms go.
@@ -34,13 +34,8 @@ pub struct Pool {
 impl NodeTargets {
     /// Where a pod with `spec` can land among `nodes`: its candidate nodes grouped by pool, else
     /// (no node admits it, as when its pools are scaled to zero) the platform its selector names.
-    pub fn for_pod(
-        spec: &PodSpec,
-        owner: PodOwner,
-        nodes: &[NodeFacts],
-        pool_labels: &[String],
-    ) -> NodeTargets {
-        let candidates = scheduling::candidates(spec, owner, nodes);
+    pub fn for_pod(spec: &PodSpec, nodes: &[NodeFacts], pool_labels: &[String]) -> NodeTargets {
+        let candidates = scheduling::candidates(spec, nodes);
         if candidates.is_empty() {
             return match scheduling::platform_from_selectors(spec) {
                 Some(platform) => NodeTargets::Selector(platform),

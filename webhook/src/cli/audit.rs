@@ -98,12 +98,7 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
                 let is_pod = workload.kind == WorkloadKind::Pod;
                 let credentials =
                     PodCredentials::read(reader, &workload.namespace, &workload.spec, is_pod).await;
-                let targets = NodeTargets::for_pod(
-                    &workload.spec,
-                    workload.kind.pod_owner(),
-                    nodes,
-                    &config.node_pool_labels,
-                );
+                let targets = NodeTargets::for_pod(&workload.spec, nodes, &config.node_pool_labels);
                 let context = PodContext { targets: Some(&targets), credentials: &credentials };
                 let options = InspectOptions {
                     offline: false,

@@ -11,7 +11,6 @@ use super::{
     report::{self, Labelled, Output},
 };
 use crate::{
-    admission::workload::WorkloadKind,
     checks::NodeTargets,
     cluster,
     config::Config,
@@ -54,7 +53,6 @@ struct Target {
     workload: Option<String>,
     file: Option<String>,
     image_lines: Vec<(String, usize)>,
-    kind: WorkloadKind,
     spec: PodSpec,
     containers: Vec<ContainerImage>,
 }
@@ -83,9 +81,7 @@ impl Nodes {
         match self {
             Nodes::NotChecked => None,
             Nodes::Platforms(targets) => Some(targets.clone()),
-            Nodes::Live(nodes) => {
-                Some(NodeTargets::for_pod(&target.spec, target.kind.pod_owner(), nodes, pool_labels))
-            }
+            Nodes::Live(nodes) => Some(NodeTargets::for_pod(&target.spec, nodes, pool_labels)),
         }
     }
 }
@@ -105,7 +101,6 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
             workload: None,
             file: None,
             image_lines: Vec::new(),
-            kind: WorkloadKind::Pod,
             spec: PodSpec::default(),
             containers,
         });
@@ -117,7 +112,6 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
                 workload: Some(workload.label),
                 file: Some(workload.file),
                 image_lines: workload.image_lines,
-                kind: workload.kind,
                 spec: workload.spec,
                 containers: workload.containers,
             });

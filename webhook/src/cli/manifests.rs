@@ -29,7 +29,6 @@ pub enum ManifestError {
 pub struct Workload {
     /// `Kind/namespace/name` (or `Kind/name` without a namespace).
     pub label: String,
-    pub kind: WorkloadKind,
     pub spec: PodSpec,
     pub containers: Vec<ContainerImage>,
     /// The file it came from and, per container name, the line of its `image` field.
@@ -188,7 +187,6 @@ fn collect(source_name: &str, document: Value, found: &mut Vec<Workload>) -> Res
             })?;
             found.push(Workload {
                 label,
-                kind: workload_kind,
                 containers: containers(&spec),
                 spec,
                 file: String::new(),
