@@ -69,6 +69,9 @@ pub struct Installed {
     /// HTTPS with its own CA (`caFile` in the configuration) and htpasswd auth
     /// ([`PRIVATE_USER`]); seeded with `private/app:v1` (linux amd64).
     pub private_registry: SharedRegistry,
+    /// `127.0.0.1:PORT` of a registry that accepts connections and never answers (declared
+    /// `insecure` in the configuration): the fault a real registry does not produce on demand.
+    pub stalled_registry: String,
     pub webhook: Server,
 }
 
@@ -114,8 +117,9 @@ impl Installed {
         std::fs::create_dir_all(&dir)?;
         let ca = TestCa::new("pullguard test webhook CA")?;
         let (cert, key) = ca.issue_server_cert(&["127.0.0.1"])?.write_to(&dir, "serving")?;
+        let stalled_registry = start_stalled_registry(keeper).await?;
         let config = dir.join("config.yaml");
-        std::fs::write(&config, configuration(&[&registry, &private_registry])?)?;
+        std::fs::write(&config, configuration(&[&registry, &private_registry], &stalled_registry)?)?;
         let webhook = start_server(keeper, bin, &dir, &config, &cert, &key, &control_plane).await?;
 
         let configuration = webhook_configuration(&webhook.validate_url, &ca.ca_pem).await?;
@@ -123,7 +127,7 @@ impl Installed {
             .create(&PostParams::default(), &configuration)
             .await
             .context("installing the ValidatingWebhookConfiguration")?;
-        let installed = Installed { control_plane, registry, private_registry, webhook };
+        let installed = Installed { control_plane, registry, private_registry, stalled_registry, webhook };
         installed.wait_until_called().await?;
         Ok(installed)
     }
@@ -208,6 +212,37 @@ async fn start_private_registry() -> Result<RegistryProcess> {
     Ok(registry)
 }
 
+/// A listening socket nobody accepts on: the kernel completes the handshake, the request is
+/// sent, and no answer ever comes. A process of its own, so that it outlives the test that
+/// started it.
+async fn start_stalled_registry(keeper: &Keeper) -> Result<String> {
+    let port = crate::registry::free_port()?;
+    let script = "import socket, sys, time\n\
+                  s = socket.socket()\n\
+                  s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+                  s.listen(1024)\n\
+                  time.sleep(86400)\n";
+    let (out, err, log) = keeper.log("stalled-registry.log")?;
+    let mut child = keeper
+        .spawn(Command::new("python3").arg("-c").arg(script).arg(port.to_string()).stdout(out).stderr(err))?;
+    let host = format!("127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&host).await.is_err() {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the stalled registry exited with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the stalled registry did not listen on {host} within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(host)
+}
+
 /// The repository's root (the workspace holding `deploy/`).
 pub fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -215,7 +250,7 @@ pub fn repository_root() -> PathBuf {
 
 /// `deploy/base/config.yaml` with the test registries listed (they are on loopback, which
 /// pullguard contacts only for registries its configuration names).
-fn configuration(registries: &[&SharedRegistry]) -> Result<String> {
+fn configuration(registries: &[&SharedRegistry], stalled: &str) -> Result<String> {
     let base = std::fs::read_to_string(repository_root().join("deploy/base/config.yaml"))?;
     let mut listed = String::from("registries:\n");
     for registry in registries {
@@ -225,6 +260,7 @@ fn configuration(registries: &[&SharedRegistry]) -> Result<String> {
             None => listed.push_str("    insecure: true\n"),
         }
     }
+    listed.push_str(&format!("  - host: \"{stalled}\"\n    insecure: true\n"));
     if !base.lines().any(|line| line == "registries: []") {
         bail!("deploy/base/config.yaml no longer has the line `registries: []` the tests replace");
     }

@@ -4,6 +4,7 @@
 
 mod node_targets;
 pub mod review;
+pub mod timeout;
 pub mod workload;
 
 use std::{borrow::Cow, sync::Arc};
@@ -80,10 +81,15 @@ impl Admission {
         Admission { inspector, cluster, targets: TargetsMemo::default() }
     }
 
-    /// Answers one review. Never fails: every problem past decoding becomes an allowed response
-    /// with a message, by the fail-open rule.
-    pub async fn review(&self, request: &ReviewRequest<'_>) -> (ReviewAnswer, Outcome) {
-        let mut outcome = self.evaluate(request).await;
+    /// Answers one review, within `caller_timeout` (the API server's own wait) when it is
+    /// known. Never fails: every problem past decoding becomes an allowed response with a
+    /// message, by the fail-open rule.
+    pub async fn review(
+        &self,
+        request: &ReviewRequest<'_>,
+        caller_timeout: Option<std::time::Duration>,
+    ) -> (ReviewAnswer, Outcome) {
+        let mut outcome = self.evaluate(request, caller_timeout).await;
         let mut answer = ReviewAnswer::allow(&request.uid);
         let response = &mut answer.response;
         match &mut outcome {
@@ -108,8 +114,13 @@ impl Admission {
         (answer, outcome)
     }
 
-    async fn evaluate(&self, request: &ReviewRequest<'_>) -> Outcome {
+    async fn evaluate(
+        &self,
+        request: &ReviewRequest<'_>,
+        caller_timeout: Option<std::time::Duration>,
+    ) -> Outcome {
         let config = self.inspector.config();
+        let started = Instant::now();
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             return Outcome::Skipped(Skip::Operation);
         }
@@ -152,16 +163,17 @@ impl Admission {
             .as_deref()
             .and_then(|namespace| self.cluster.as_ref()?.namespace_modes.mode_of(namespace));
         let mode = effective_mode(namespace_mode.unwrap_or(config.mode), metadata.mode_annotation.as_deref());
-        let deadline = Instant::now() + config.deadline.0;
+        let budget = timeout::budget(config.deadline.0, caller_timeout);
+        let deadline = started + budget;
         let targets = self.node_targets(&spec);
         let namespace = request.namespace.as_deref().unwrap_or("default");
         let is_pod = kind == WorkloadKind::Pod;
         let credentials = match &self.cluster {
             Some(cluster) => {
                 // A slow or failing API must not eat the registry lookups' share of the deadline.
-                let budget = (config.deadline.0 / 4).min(SECRET_READ_BUDGET);
+                let read_budget = (budget / 4).min(SECRET_READ_BUDGET);
                 let read = PodCredentials::read(&cluster.pull_secrets, namespace, &spec, is_pod);
-                tokio::time::timeout(budget, read).await.unwrap_or_else(|_| {
+                tokio::time::timeout(read_budget, read).await.unwrap_or_else(|_| {
                     PodCredentials::unknown(&spec, is_pod, "the Kubernetes API did not answer in time")
                 })
             }

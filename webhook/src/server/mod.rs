@@ -16,7 +16,7 @@ use std::{
 use axum::{
     Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, RawQuery, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -68,8 +68,10 @@ pub fn router(admission: Arc<Admission>, metrics: Arc<Metrics>) -> Router {
         .with_state(WebhookState { admission, metrics })
 }
 
-async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
+async fn validate(State(state): State<WebhookState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
     let started = Instant::now();
+    // The API server says how long it waits (`?timeout=10s`, the webhook's timeoutSeconds).
+    let caller_timeout = query.as_deref().and_then(admission::timeout::from_query);
     let request = match ReviewRequest::decode(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -87,7 +89,7 @@ async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
             return json_answer(StatusCode::BAD_REQUEST, &answer);
         }
     };
-    let (review, outcome) = state.admission.review(&request).await;
+    let (review, outcome) = state.admission.review(&request, caller_timeout).await;
     let elapsed = started.elapsed();
     admission::log_outcome(&request, &outcome, elapsed);
     admission::record_outcome(&state.metrics, &request, &outcome, elapsed);
