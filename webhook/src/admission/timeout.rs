@@ -32,6 +32,9 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
     if text == "0" {
         return Some(Duration::ZERO);
     }
+    if text.is_empty() {
+        return None;
+    }
     let mut rest = text;
     let mut total = 0f64;
     while !rest.is_empty() {
