@@ -231,10 +231,11 @@ async fn transport_faults() {
     let seeder = Seeder::new(&registry).expect("seeder");
     seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
 
-    // A plain-HTTP registry not declared insecure (and not named at all, so private networks
-    // must be allowed for pullguard to contact it).
-    let undeclared =
-        inspector_with(Config { allow_private_networks: true, ..Config::default() }, Keyring::default());
+    // A plain-HTTP registry named (it is on loopback) but not declared insecure.
+    let undeclared = inspector(
+        vec![RegistryConfig { host: registry.host(), ..RegistryConfig::default() }],
+        Keyring::default(),
+    );
     let inspection = inspect(&undeclared, &format!("{}/app:v1", registry.host())).await;
     assert_eq!(codes(&inspection), vec![Code::Pg502], "{:#?}", inspection.findings);
 
@@ -583,9 +584,10 @@ async fn credentials_go_to_a_realm_on_another_host_only_when_listed() {
     let settings = RegistryConfig { host: host.clone(), ..registry_settings(&registry) };
     let image = format!("{host}/app:v1");
 
-    // The realm's loopback address is allowed here; what is tested is where credentials go.
+    // The realm shares the named registry's loopback address; what is tested is where
+    // credentials go.
     let inspector = |settings: RegistryConfig| {
-        let config = Config { registries: vec![settings], allow_private_networks: true, ..Config::default() };
+        let config = Config { registries: vec![settings], ..Config::default() };
         inspector_with(config, keyring())
     };
     let untrusted = inspector(settings.clone());
@@ -646,7 +648,7 @@ async fn bearer_token_registry() {
 }
 
 #[tokio::test]
-async fn metadata_and_unnamed_private_addresses_are_never_contacted() {
+async fn metadata_and_unnamed_loopback_addresses_are_never_contacted() {
     let fake = FakeRegistry::start(Behaviour::Respond { status: 404, headers: vec![], body: "{}".into() })
         .await
         .unwrap();
@@ -666,10 +668,13 @@ async fn metadata_and_unnamed_private_addresses_are_never_contacted() {
     }
     assert_eq!(fake.requests(), 0, "refused addresses are never connected to");
 
-    // Private networks allowed: the same loopback registry is contacted. Metadata stays refused.
+    // Named, the same loopback registry is contacted. Unnamed metadata stays refused.
     let open = inspector_with(
         Config {
-            allow_private_networks: true,
+            registries: vec![RegistryConfig {
+                host: format!("localhost:{port}"),
+                ..RegistryConfig::default()
+            }],
             lookup_timeout: HumanDuration(Duration::from_millis(500)),
             ..Config::default()
         },

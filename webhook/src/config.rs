@@ -262,8 +262,9 @@ pub struct Config {
     /// Pods created by a controller were checked at their template; checking them again costs
     /// registry calls on every scale-up for nothing.
     pub check_controller_pods: bool,
-    /// Registries not named under `registries` may resolve to loopback and private addresses.
-    /// Off by default: image references are chosen by anyone who can create a pod.
+    /// Registries not named under `registries` may resolve to private addresses (never loopback,
+    /// link-local or metadata). On by default: the kubelet pulls from private endpoints, and a
+    /// pod's author reaches them from the pod anyway (see `registry::address`).
     pub allow_private_networks: bool,
 }
 
@@ -291,7 +292,7 @@ impl Default for Config {
             .map(String::from)
             .collect(),
             check_controller_pods: false,
-            allow_private_networks: false,
+            allow_private_networks: true,
         }
     }
 }

@@ -122,9 +122,9 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             format!("registry {registry} not contacted: address refused"),
             format!(
                 "pullguard did not contact {registry}: {reason}. Image references are chosen by whoever \
-                 creates a pod, so pullguard never fetches link-local or cloud metadata addresses, and \
-                 loopback or private ones only for registries listed under `registries` (or with \
-                 `allowPrivateNetworks: true`). The image was not verified."
+                 creates a pod, so pullguard fetches link-local, cloud metadata and loopback addresses \
+                 only for registries listed under `registries` (private ones also when \
+                 `allowPrivateNetworks` is true, the default). The image was not verified."
             ),
         ),
         LookupError::UnsupportedMediaType { media_type } => subject.finding(

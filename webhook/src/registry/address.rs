@@ -1,8 +1,15 @@
 //! Which network addresses pullguard may contact. Image references and token realms are chosen
-//! by whoever writes a manifest, so without a guard the webhook would fetch cloud metadata
-//! endpoints or internal services on their behalf (SSRF). Registries the operator names in the
-//! config are always contacted; others must resolve to public addresses, or to loopback and
-//! private ones when `allowPrivateNetworks` says so; link-local and metadata never.
+//! by whoever writes a manifest, so without a guard the webhook would fetch on their behalf what
+//! they cannot reach themselves (SSRF). What a pod's author can reach is the measure:
+//! - private ranges (RFC 1918, carrier-grade NAT, IPv6 ULA) are contacted by default. Private
+//!   endpoints of cloud registries and in-cluster registries live there, the kubelet pulls from
+//!   them, and anyone who can create a pod reaches them from the pod anyway. `allowPrivateNetworks:
+//!   false` restricts them to the registries the config names;
+//! - loopback is pullguard's own pod (its admin port, sidecars), which a pod's author cannot
+//!   reach: only named registries;
+//! - link-local and cloud metadata endpoints hold the node's or the webhook's credentials, often
+//!   hidden from pods (IMDSv2 hop limits, metadata concealment) but not from pullguard's network
+//!   namespace: never, unless the config names them.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -76,7 +83,8 @@ pub struct AddressRefused {
 #[derive(Debug, Clone)]
 pub struct AddressPolicy {
     allow_private: bool,
-    /// Host patterns of the configured registries, without ports.
+    /// Host patterns of the configured registries and of the token services listed for them,
+    /// without ports: what the operator named is contacted wherever it is.
     named: Vec<String>,
 }
 
@@ -87,7 +95,8 @@ impl AddressPolicy {
             named: config
                 .registries
                 .iter()
-                .map(|registry| glob::split_port(&registry.host).0.to_string())
+                .flat_map(|registry| std::iter::once(&registry.host).chain(&registry.token_realm_hosts))
+                .map(|host| glob::split_port(host).0.to_string())
                 .collect(),
         }
     }
@@ -106,13 +115,11 @@ impl AddressPolicy {
         let refuse = |why| Err(AddressRefused { host: host.to_string(), address, why });
         match classify(address) {
             AddressClass::Public => Ok(()),
-            AddressClass::Loopback | AddressClass::Private if self.allow_private => Ok(()),
-            AddressClass::Loopback => {
-                refuse("loopback; list the registry in the config or set allowPrivateNetworks")
-            }
-            AddressClass::Private => {
-                refuse("a private network; list the registry in the config or set allowPrivateNetworks")
-            }
+            AddressClass::Private if self.allow_private => Ok(()),
+            AddressClass::Loopback => refuse("loopback; list the registry under `registries` in the config"),
+            AddressClass::Private => refuse(
+                "a private network, and allowPrivateNetworks is false; list the registry under `registries`",
+            ),
             AddressClass::Metadata => refuse("link-local or a cloud metadata endpoint"),
             AddressClass::Unspecified => refuse("not a routable address"),
         }
@@ -209,15 +216,39 @@ mod tests {
         };
         let policy = AddressPolicy::from_config(&config);
         assert!(policy.check("registry.internal", ip("10.1.2.3")).is_ok());
-        assert!(policy.check("evil.example", ip("10.1.2.3")).is_err());
+        assert!(policy.check("evil.example", ip("127.0.0.1")).is_err());
         assert!(policy.check("evil.example", ip("169.254.169.254")).is_err());
         assert!(policy.check("ghcr.io", ip("140.82.112.33")).is_ok());
         assert!(policy.check_literal("169.254.169.254").is_err());
         assert!(policy.check_literal("[fd00:ec2::254]:80").is_err());
         assert!(policy.check_literal("127.0.0.1:5000").is_err());
         assert!(policy.check_literal("docker.io").is_ok());
-        let open = AddressPolicy::from_config(&Config { allow_private_networks: true, ..Config::default() });
-        assert!(open.check("r", ip("127.0.0.1")).is_ok());
-        assert!(open.check("r", ip("169.254.169.254")).is_err(), "metadata stays refused");
+        assert!(policy.check("registry.internal", ip("127.0.0.1")).is_ok(), "named: always");
+    }
+
+    #[test]
+    fn private_networks_by_default_loopback_and_metadata_only_when_named() {
+        let default = AddressPolicy::from_config(&Config::default());
+        for private in ["10.1.2.3", "172.20.0.9", "192.168.7.7", "100.64.3.2", "fd12::1"] {
+            assert!(default.check("myregistry.azurecr.io", ip(private)).is_ok(), "{private}");
+        }
+        for refused in ["127.0.0.1", "::1", "169.254.169.254", "fd00:ec2::254", "100.100.100.200", "0.0.0.0"]
+        {
+            assert!(default.check("r.example", ip(refused)).is_err(), "{refused}");
+        }
+        // A token service the operator lists for a registry is named too.
+        let with_realm = AddressPolicy::from_config(&Config {
+            registries: vec![RegistryConfig {
+                host: "registry.internal".into(),
+                token_realm_hosts: vec!["auth.internal".into()],
+                ..Default::default()
+            }],
+            ..Config::default()
+        });
+        assert!(with_realm.check("auth.internal", ip("127.0.0.1")).is_ok());
+        let restricted =
+            AddressPolicy::from_config(&Config { allow_private_networks: false, ..Config::default() });
+        assert!(restricted.check("r.example", ip("10.1.2.3")).is_err());
+        assert!(restricted.check("ghcr.io", ip("140.82.112.33")).is_ok());
     }
 }

@@ -428,7 +428,9 @@ impl Transport {
                 None => host.to_string(),
             };
             self.addresses.check_literal(&authority).map_err(|refused| LookupError::AddressRefused {
-                reason: format!("token realm: {refused}"),
+                reason: format!(
+                    "token realm: {refused} (a token service you trust goes under registries[].tokenRealmHosts)"
+                ),
             })?;
         }
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
