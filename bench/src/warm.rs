@@ -187,7 +187,7 @@ pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<(
          bursts on a 10 ms timer; the floor is pullguard::server::start with a POST /validate that \
          decodes the review and allows it by its uid (the least a webhook the API server accepts does), \
          in its own process; pullguard is `pullguard serve --log-format json` (logs to a file) reading \
-         a Kubernetes API served by the harness (6 nodes in 2 pools, the Pod's namespace, service \
+         a real kube-apiserver through the harness's counting proxy (6 nodes in 2 pools, the Pod's namespace, service \
          account and pull secret; the images are arm64 like the Pod's pool), so every admission \
          matches nodes, reads the pull secret and answers without findings; 0 registry requests and \
          {api_during} Kubernetes API requests (pull-secret re-reads after their cache time) during \
