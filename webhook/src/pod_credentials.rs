@@ -38,28 +38,57 @@ impl PodCredentials {
         PodCredentials { referenced, unreadable, ..PodCredentials::none() }
     }
 
-    /// Reads the secrets named by the pod (or its service account, for a template).
+    /// Reads the secrets named by the pod (or its service account, for a template), from the
+    /// reader's cache where it has them.
     pub async fn read(
         reader: &PullSecretReader,
         namespace: &str,
         spec: &PodSpec,
         is_pod: bool,
     ) -> PodCredentials {
+        let credentials = Self::references(reader, namespace, spec, is_pod).await;
+        credentials.read_secrets(reader, namespace).await
+    }
+
+    /// [`PodCredentials::read`] with every object asked of the API again: the service account,
+    /// then the secrets it (or the pod) names now. What a denial rests on.
+    pub async fn read_fresh(
+        reader: &PullSecretReader,
+        namespace: &str,
+        spec: &PodSpec,
+        is_pod: bool,
+    ) -> PodCredentials {
+        reader.forget(namespace, &[], Self::account_of(spec, is_pod)).await;
+        let credentials = Self::references(reader, namespace, spec, is_pod).await;
+        reader.forget(namespace, &credentials.referenced, None).await;
+        credentials.read_secrets(reader, namespace).await
+    }
+
+    /// The secret names the pulls will use, and where they come from.
+    async fn references(
+        reader: &PullSecretReader,
+        namespace: &str,
+        spec: &PodSpec,
+        is_pod: bool,
+    ) -> PodCredentials {
         let mut credentials = PodCredentials::none();
-        let named = named_secrets(spec);
-        if !named.is_empty() || is_pod {
-            credentials.referenced = named;
-        } else {
-            let account =
-                spec.service_account_name.as_deref().filter(|name| !name.is_empty()).unwrap_or("default");
-            credentials.origin = format!("service account {account}");
-            match reader.service_account(namespace, account).await {
-                AccountRead::Found(names) => credentials.referenced = names,
-                // The API server refuses pods of a missing service account; that is not a pull problem.
-                AccountRead::Missing => {}
-                AccountRead::Unreadable(reason) => credentials.unreadable = Some(reason),
+        match Self::account_of(spec, is_pod) {
+            None => credentials.referenced = named_secrets(spec),
+            Some(account) => {
+                credentials.origin = format!("service account {account}");
+                match reader.service_account(namespace, account).await {
+                    AccountRead::Found(names) => credentials.referenced = names,
+                    // The API server refuses pods of a missing service account; that is not a pull problem.
+                    AccountRead::Missing => {}
+                    AccountRead::Unreadable(reason) => credentials.unreadable = Some(reason),
+                }
             }
         }
+        credentials
+    }
+
+    async fn read_secrets(self, reader: &PullSecretReader, namespace: &str) -> PodCredentials {
+        let mut credentials = self;
         let reads = futures::future::join_all(
             credentials.referenced.iter().map(|name| reader.secret(namespace, name)),
         )
@@ -73,6 +102,21 @@ impl PodCredentials {
             }
         }
         credentials
+    }
+
+    /// The service account a template's pulls use, when its secrets come from one.
+    pub fn account_of(spec: &PodSpec, is_pod: bool) -> Option<&str> {
+        let names_secrets =
+            spec.image_pull_secrets.iter().flatten().any(|reference| !reference.name.is_empty());
+        if is_pod || names_secrets {
+            return None;
+        }
+        Some(spec.service_account_name.as_deref().filter(|name| !name.is_empty()).unwrap_or("default"))
+    }
+
+    /// Only `keyring`, as if a pod named just the secret `name` (to try a secret the pod could use).
+    pub fn only(name: &str, keyring: Keyring) -> PodCredentials {
+        PodCredentials { referenced: vec![name.to_string()], keyring, ..PodCredentials::none() }
     }
 
     /// From Secret manifests given to `check --pull-secret`.

@@ -22,11 +22,12 @@ use crate::{
     checks::NodeTargets,
     cluster::ClusterState,
     config::Mode,
-    finding::Code,
-    finding::Finding,
-    inspect::{InspectOptions, Inspector, PodContext},
+    credentials::Keyring,
+    finding::{Code, Finding, Severity},
+    inspect::{ContainerImage, InspectOptions, Inspector, PodContext},
     metrics::{AdmissionLabels, FindingLabels, Metrics},
     pod_credentials::{PodCredentials, add_secret_hints},
+    reference::ImageRef,
     verdict::{self, Verdict},
 };
 
@@ -168,32 +169,108 @@ impl Admission {
         let targets = self.node_targets(&spec);
         let namespace = request.namespace.as_deref().unwrap_or("default");
         let is_pod = kind == WorkloadKind::Pod;
-        let credentials = match &self.cluster {
-            Some(cluster) => {
-                // A slow or failing API must not eat the registry lookups' share of the deadline.
-                let read_budget = (budget / 4).min(SECRET_READ_BUDGET);
-                let read = PodCredentials::read(&cluster.pull_secrets, namespace, &spec, is_pod);
-                tokio::time::timeout(read_budget, read).await.unwrap_or_else(|_| {
-                    PodCredentials::unknown(&spec, is_pod, "the Kubernetes API did not answer in time")
-                })
-            }
-            None => PodCredentials::unknown(&spec, is_pod, "pullguard runs without a Kubernetes API"),
-        };
+        // A slow or failing API must not eat the registry lookups' share of the deadline.
+        let read_budget = (budget / 4).min(SECRET_READ_BUDGET);
+        let read = CredentialRead { namespace, spec: &spec, is_pod, budget: read_budget };
+        let mut credentials = self.credentials(&read, false).await;
         let options = InspectOptions { offline: false, deadline, image_reports: false };
         let context = PodContext { targets: Some(&*targets), credentials: &credentials };
         let mut inspection = self.inspector.inspect(&wanted, context, options).await;
+        if self.cluster.is_some() && inspection.findings.iter().any(is_credential_error) {
+            // Cached reads may allow; a credential error must rest on what the API says now.
+            credentials = self.credentials(&read, true).await;
+            let context = PodContext { targets: Some(&*targets), credentials: &credentials };
+            inspection = self.inspector.inspect(&wanted, context, options).await;
+        }
         if let Some(cluster) = &self.cluster
             && inspection.findings.iter().any(|f| matches!(f.code, Code::Pg201 | Code::Pg202 | Code::Pg204))
             && let Some(secrets) = cluster.pull_secrets.listing(namespace).await
         {
-            add_secret_hints(&mut inspection.findings, &secrets, &credentials.referenced);
+            let working =
+                self.working_secrets(&wanted, &inspection.findings, &secrets, &credentials, options).await;
+            add_secret_hints(&mut inspection.findings, &working, &credentials.referenced);
         }
         let verdict = verdict::decide(mode, &inspection.findings);
         Outcome::Checked { mode, findings: inspection.findings, verdict }
     }
 }
 
+/// What the pod's pull credentials are read for.
+struct CredentialRead<'a> {
+    namespace: &'a str,
+    spec: &'a PodSpec,
+    is_pod: bool,
+    budget: std::time::Duration,
+}
+
+/// A finding about credentials that would deny (or, in warn mode, warn about) the pull.
+fn is_credential_error(finding: &Finding) -> bool {
+    finding.severity == Severity::Error
+        && matches!(
+            finding.code,
+            Code::Pg201 | Code::Pg202 | Code::Pg203 | Code::Pg204 | Code::Pg205 | Code::Pg206
+        )
+}
+
+/// How many unreferenced secrets are tried for the "add imagePullSecrets" hint of one denial.
+const HINT_CANDIDATES: usize = 4;
+
 impl Admission {
+    /// The pod's pull credentials: from the reader's cache, or (`fresh`) asked of the API again.
+    async fn credentials(&self, read: &CredentialRead<'_>, fresh: bool) -> PodCredentials {
+        let CredentialRead { namespace, spec, is_pod, budget } = *read;
+        let Some(cluster) = &self.cluster else {
+            return PodCredentials::unknown(spec, is_pod, "pullguard runs without a Kubernetes API");
+        };
+        let reader = &cluster.pull_secrets;
+        let answer = if fresh {
+            tokio::time::timeout(budget, PodCredentials::read_fresh(reader, namespace, spec, is_pod)).await
+        } else {
+            tokio::time::timeout(budget, PodCredentials::read(reader, namespace, spec, is_pod)).await
+        };
+        answer.unwrap_or_else(|_| {
+            PodCredentials::unknown(spec, is_pod, "the Kubernetes API did not answer in time")
+        })
+    }
+
+    /// The namespace's secrets, not referenced by the pod, that the registry accepts for the
+    /// images with credential errors: a hint must never name a secret whose credentials the
+    /// registry rejects. Each is tried on its own, only when a denial is already due.
+    async fn working_secrets(
+        &self,
+        wanted: &[ContainerImage],
+        findings: &[Finding],
+        secrets: &[(String, Keyring)],
+        credentials: &PodCredentials,
+        options: InspectOptions,
+    ) -> Vec<(String, Keyring)> {
+        let failing: Vec<ContainerImage> = wanted
+            .iter()
+            .filter(|container| findings.iter().any(|f| f.image == container.image && is_credential_error(f)))
+            .cloned()
+            .collect();
+        let candidates = secrets
+            .iter()
+            .filter(|(name, keyring)| {
+                !credentials.referenced.contains(name)
+                    && failing.iter().any(|container| {
+                        ImageRef::parse(&container.image)
+                            .is_ok_and(|image| !keyring.lookup(&image).is_empty())
+                    })
+            })
+            .take(HINT_CANDIDATES);
+        let mut working = Vec::new();
+        for (name, keyring) in candidates {
+            let alone = PodCredentials::only(name, keyring.clone());
+            let context = PodContext { targets: None, credentials: &alone };
+            let tried = self.inspector.inspect(&failing, context, options).await;
+            if !tried.findings.iter().any(is_credential_error) {
+                working.push((name.clone(), keyring.clone()));
+            }
+        }
+        working
+    }
+
     /// Where the pod can land: candidate nodes from the inventory, else the platform its
     /// selector names, else the reason nothing could be compared.
     fn node_targets(&self, spec: &PodSpec) -> Arc<NodeTargets> {

@@ -116,6 +116,19 @@ impl PullSecretReader {
         self.accounts.get_with(key, read).await.value
     }
 
+    /// Drops what is remembered about `secrets`, `account` and the namespace's listing, so the
+    /// next reads ask the API. A denial must rest on fresh facts: a user who fixed what the
+    /// message said and retries at once must not be denied by what was cached before the fix.
+    pub async fn forget(&self, namespace: &str, secrets: &[String], account: Option<&str>) {
+        for name in secrets {
+            self.secrets.invalidate(&(namespace.to_string(), name.clone())).await;
+        }
+        if let Some(account) = account {
+            self.accounts.invalidate(&(namespace.to_string(), account.to_string())).await;
+        }
+        self.listings.invalidate(namespace).await;
+    }
+
     /// The namespace's usable pull secrets, when pullguard may list them.
     pub async fn listing(&self, namespace: &str) -> Listing {
         let read = async {
