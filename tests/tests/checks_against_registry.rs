@@ -46,8 +46,7 @@ fn fake_config(fake: &FakeRegistry) -> Config {
 }
 
 async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
-    let containers =
-        vec![ContainerImage { name: "app".into(), image: image.to_string(), kind: ContainerKind::App }];
+    let containers = vec![ContainerImage::new("app", image, ContainerKind::App)];
     let deadline = Instant::now() + inspector.config().deadline.0;
     let credentials = PodCredentials::none();
     let context = PodContext { targets: None, credentials: &credentials };
@@ -304,10 +303,8 @@ async fn requests_in_flight_to_one_registry_are_bounded() {
     };
     let inspector = inspector_with(config, Keyring::default());
     let containers: Vec<ContainerImage> = (0..40)
-        .map(|i| ContainerImage {
-            name: format!("c{i}"),
-            image: format!("{}/app{i}:v1", fake.host()),
-            kind: ContainerKind::App,
+        .map(|i| {
+            ContainerImage::new(&format!("c{i}"), &format!("{}/app{i}:v1", fake.host()), ContainerKind::App)
         })
         .collect();
     let credentials = PodCredentials::none();

@@ -431,3 +431,100 @@ async fn booting_and_cordoned_nodes_stay_in_their_pool() {
         assert!(allowed(&body) && codes(&body).is_empty(), "{pool}: {body}");
     }
 }
+
+/// A Deployment review for `pool`, its one container running `image` with `policy`.
+fn pooled(cluster: &Cluster, image: &str, policy: &str, pool: &str) -> Value {
+    let mut review = cluster.review("02-create-deployment-main-api.json", image);
+    let spec = &mut review["request"]["object"]["spec"]["template"]["spec"];
+    spec["nodeSelector"] = json!({"cloud.google.com/gke-nodepool": pool});
+    spec["containers"].as_array_mut().unwrap().truncate(1);
+    spec["containers"][0]["imagePullPolicy"] = json!(policy);
+    if let Some(object) = spec.as_object_mut() {
+        object.remove("initContainers");
+        object.remove("affinity");
+    }
+    review
+}
+
+#[tokio::test]
+async fn images_the_nodes_hold_are_judged_by_the_pull_policy() {
+    let Some(cluster) = Cluster::start().await else { return };
+    // Two pools; every node of `held` lists both images, one node of `partial` lists none.
+    // Neither image is in the registry: tag v1 of `gone` was deleted (v0 is left), `local` was only
+    // ever built on the nodes.
+    Seeder::new(&cluster.registry)
+        .unwrap()
+        .push_image("gone", "v0", &ImageSpec::linux("amd64"))
+        .await
+        .unwrap();
+    let gone = cluster.image("gone:v1");
+    let local = cluster.image("local:dev");
+    let nodes: Api<Node> = Api::all(cluster.control_plane.client().await.unwrap());
+    for (name, pool, holds) in [
+        ("held-1", "held", true),
+        ("held-2", "held", true),
+        ("partial-1", "partial", true),
+        ("partial-2", "partial", false),
+    ] {
+        cluster
+            .add_node(name, &[("cloud.google.com/gke-nodepool", pool), ("kubernetes.io/arch", "amd64")], &[])
+            .await;
+        if holds {
+            // As the kubelet reports them: by digest and by tag.
+            let images = json!({"status": {"images": [
+                {"names": [format!("{gone}"), format!("{}@sha256:{}", cluster.image("gone"), "a".repeat(64))], "sizeBytes": 1000},
+                {"names": [local.clone()], "sizeBytes": 1000},
+            ]}});
+            nodes
+                .patch_status(&cluster.node_name(name), &PatchParams::default(), &Patch::Merge(images))
+                .await
+                .unwrap();
+        }
+    }
+    let webhook = cluster.webhook(cluster.config()).await;
+    let verdict = |review: Value| {
+        let webhook = &webhook;
+        async move {
+            // The node watch delivers the image lists a moment after they are reported.
+            let started = std::time::Instant::now();
+            loop {
+                let (_, body) = webhook.post(&review).await.unwrap();
+                let settled = !codes(&body).contains(&"PG300".to_string());
+                if settled || started.elapsed() > Duration::from_secs(10) {
+                    return body;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // IfNotPresent and every node holds it: a missing tag does not stop today's pods. (The image
+    // lists reach pullguard through the node watch, after the nodes themselves.)
+    let mut body = verdict(pooled(&cluster, &gone, "IfNotPresent", "held")).await;
+    for _ in 0..50 {
+        if codes(&body) == vec!["PG104"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        body = verdict(pooled(&cluster, &gone, "IfNotPresent", "held")).await;
+    }
+    assert!(allowed(&body), "{body}");
+    assert_eq!(codes(&body), vec!["PG104"], "{body}");
+    let warnings = body["response"]["warnings"].to_string();
+    assert!(warnings.contains("PG104") && warnings.contains("PG101"), "{warnings}");
+    // ... but Always pulls, and a pool where one node lacks it pulls there.
+    let body = verdict(pooled(&cluster, &gone, "Always", "held")).await;
+    assert_eq!((allowed(&body), codes(&body)), (false, vec!["PG101".to_string()]), "{body}");
+    let body = verdict(pooled(&cluster, &gone, "IfNotPresent", "partial")).await;
+    assert_eq!((allowed(&body), codes(&body)), (false, vec!["PG101".to_string()]), "{body}");
+
+    // Never: no registry request at all; the nodes' lists decide, a gap is a warning at most.
+    let before = cluster.registry.manifest_requests("local");
+    let body = verdict(pooled(&cluster, &local, "Never", "held")).await;
+    assert!(allowed(&body) && codes(&body).is_empty(), "{body}");
+    let body = verdict(pooled(&cluster, &local, "Never", "partial")).await;
+    assert!(allowed(&body), "{body}");
+    assert_eq!(codes(&body), vec!["PG105"], "{body}");
+    assert!(body["response"]["warnings"].to_string().contains("ErrImageNeverPull"), "{body}");
+    assert_eq!(cluster.registry.manifest_requests("local"), before, "a Never image is not looked up");
+}

@@ -70,6 +70,8 @@ codes! {
     Pg101 => "PG101", Error, "tag not found in the repository";
     Pg102 => "PG102", Error, "digest not found";
     Pg103 => "PG103", Error, "repository not found, or no pull access";
+    Pg104 => "PG104", Warning, "registry lookup failed, but every candidate node holds the image (IfNotPresent)";
+    Pg105 => "PG105", Warning, "imagePullPolicy Never: the image is not listed on every candidate node";
     Pg200 => "PG200", Info, "credentials not verified (node credentials, or secrets unreadable)";
     Pg201 => "PG201", Error, "registry requires credentials and none are provided";
     Pg202 => "PG202", Error, "a named imagePullSecret does not exist";

@@ -28,12 +28,52 @@ pub enum ContainerKind {
     Ephemeral,
 }
 
+/// When the kubelet pulls a container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    /// Only when the node does not hold the image already.
+    IfNotPresent,
+    /// Never: the image must already be on the node (`kind load`, pre-pulled nodes).
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy as written, else the API server's default: `Always` for `:latest` or no tag
+    /// (and no digest), `IfNotPresent` otherwise.
+    pub fn effective(written: Option<&str>, image: &str) -> PullPolicy {
+        match written {
+            Some("Always") => PullPolicy::Always,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            Some("Never") => PullPolicy::Never,
+            _ => match ImageRef::parse(image) {
+                Ok(parsed) if parsed.tag().is_none() && parsed.digest().is_some() => PullPolicy::IfNotPresent,
+                Ok(parsed) if parsed.effective_tag() == Some("latest") => PullPolicy::Always,
+                _ => PullPolicy::IfNotPresent,
+            },
+        }
+    }
+}
+
 /// One container of a pod spec, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerImage {
     pub name: String,
     pub image: String,
     pub kind: ContainerKind,
+    pub pull_policy: PullPolicy,
+}
+
+impl ContainerImage {
+    /// A container with the pull policy the API server would give it.
+    pub fn new(name: &str, image: &str, kind: ContainerKind) -> ContainerImage {
+        ContainerImage {
+            name: name.to_string(),
+            image: image.to_string(),
+            kind,
+            pull_policy: PullPolicy::effective(None, image),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -125,8 +165,14 @@ impl Inspector {
                 distinct.push(&container.image);
             }
         }
-        let resolved =
-            join_all(distinct.iter().map(|image| self.resolve_one(image, pod.credentials, options))).await;
+        let resolved = join_all(distinct.iter().map(|image| {
+            // An image only `Never` containers use is never pulled: no registry is asked.
+            let pulled = containers
+                .iter()
+                .any(|container| container.image == *image && container.pull_policy != PullPolicy::Never);
+            self.resolve_one(image, pod.credentials, options, pulled)
+        }))
+        .await;
 
         let mut findings = Vec::new();
         for container in containers {
@@ -138,8 +184,7 @@ impl Inspector {
             else {
                 continue;
             };
-            let subject = Subject { container: &container.name, image: &container.image };
-            findings.extend(self.findings_for(subject, resolved, pod));
+            findings.extend(self.findings_for(container, resolved, pod));
         }
         let reported_secret_error = findings.iter().any(|finding| {
             matches!(finding.code, Code::Pg202 | Code::Pg203) && finding.severity == Severity::Error
@@ -158,11 +203,18 @@ impl Inspector {
 
     fn findings_for(
         &self,
-        subject: Subject<'_>,
+        container: &ContainerImage,
         resolved: &Resolved<'_>,
         pod: PodContext<'_>,
     ) -> Vec<Finding> {
+        let subject = Subject { container: &container.name, image: &container.image };
         let mut findings = checks::reference_findings(subject, &resolved.parsed);
+        if let Ok(image) = &*resolved.parsed
+            && container.pull_policy == PullPolicy::Never
+        {
+            findings.extend(checks::never_pulled(subject, image, pod.targets));
+            return findings;
+        }
         if let (Ok(image), Some(outcome)) = (&*resolved.parsed, &resolved.outcome) {
             match outcome {
                 Ok(facts) => {
@@ -171,7 +223,17 @@ impl Inspector {
                         findings.extend(checks::platform_findings(subject, facts, targets));
                     }
                 }
-                Err(error) => findings.extend(checks::lookup_findings(subject, image, error)),
+                Err(error) => {
+                    let lookup = checks::lookup_findings(subject, image, error);
+                    let held_everywhere = container.pull_policy == PullPolicy::IfNotPresent
+                        && pod.targets.and_then(|targets| targets.held_everywhere(&image.node_image_key()))
+                            == Some(true);
+                    if held_everywhere {
+                        findings.extend(checks::held_on_every_node(subject, image, lookup));
+                    } else {
+                        findings.extend(lookup);
+                    }
+                }
             }
             let usage = CredentialUse {
                 pod: pod.credentials,
@@ -189,6 +251,7 @@ impl Inspector {
         input: &str,
         pod: &'c PodCredentials,
         options: InspectOptions,
+        pulled: bool,
     ) -> Resolved<'c> {
         let parsed = self.references.parse(input);
         let Ok(image) = &*parsed else {
@@ -205,7 +268,7 @@ impl Inspector {
         credentials.extend(self.keyring.lookup(image));
         let credential = credentials.first().copied();
         let exempt = self.config.is_exempt_image(input, Some(image));
-        if options.offline || exempt {
+        if options.offline || exempt || !pulled {
             return Resolved { parsed, outcome: None, credential, tried: credentials, authenticated: false };
         }
         let lookup = self.resolve_with(image, &credentials);

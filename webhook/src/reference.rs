@@ -175,6 +175,24 @@ impl ImageRef {
         out
     }
 
+    /// How a node's image list (`status.images[].names`) names this image: by digest when the
+    /// reference has one (the runtime pulls the digest), else by its effective tag.
+    pub fn node_image_key(&self) -> String {
+        let mut key = self.name();
+        match (&self.digest, self.effective_tag()) {
+            (Some(digest), _) => {
+                key.push('@');
+                key.push_str(digest);
+            }
+            (None, Some(tag)) => {
+                key.push(':');
+                key.push_str(tag);
+            }
+            (None, None) => {}
+        }
+        key
+    }
+
     pub fn is_docker_hub(&self) -> bool {
         self.registry == DOCKER_HUB
     }

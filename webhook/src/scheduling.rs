@@ -26,6 +26,11 @@ pub struct NodeFacts {
     #[serde(skip)]
     pub taints: Vec<Taint>,
     pub platform: Platform,
+    /// The images the node reports holding (`status.images`), keyed as
+    /// [`crate::reference::ImageRef::node_image_key`]. The kubelet reports at most 50 by default,
+    /// so absence here is no proof.
+    #[serde(skip)]
+    pub images: std::sync::Arc<std::collections::BTreeSet<String>>,
 }
 
 impl NodeFacts {
@@ -202,6 +207,7 @@ mod tests {
             "",
         );
         NodeFacts {
+            images: Default::default(),
             name: name.into(),
             labels,
             taints: taints

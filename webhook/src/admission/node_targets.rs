@@ -112,6 +112,7 @@ mod tests {
 
     fn node(name: &str, pool: &str, arch: &str, taint: Option<&str>) -> NodeFacts {
         NodeFacts {
+            images: Default::default(),
             name: name.into(),
             labels: BTreeMap::from([
                 ("pool".to_string(), pool.to_string()),

@@ -16,7 +16,7 @@ use serde::{
 use serde_json::Value;
 
 use super::review::{KeyIs, ObjectMetadata, RawObject};
-use crate::inspect::{ContainerImage, ContainerKind};
+use crate::inspect::{ContainerImage, ContainerKind, PullPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
@@ -278,11 +278,14 @@ struct SpecFields<Template = IgnoredAny, JobTemplate = IgnoredAny> {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ContainerFields {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     image: Option<String>,
+    #[serde(default)]
+    image_pull_policy: Option<String>,
 }
 
 impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec {
@@ -290,11 +293,13 @@ impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec 
         let container = |c: ContainerFields| Container {
             name: c.name.unwrap_or_default(),
             image: c.image,
+            image_pull_policy: c.image_pull_policy,
             ..Container::default()
         };
         let ephemeral = |c: ContainerFields| EphemeralContainer {
             name: c.name.unwrap_or_default(),
             image: c.image,
+            image_pull_policy: c.image_pull_policy,
             ..EphemeralContainer::default()
         };
         PodSpec {
@@ -316,15 +321,27 @@ impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec 
 
 /// Every container of the spec with its image, in the order the kubelet starts them.
 pub fn containers(spec: &PodSpec) -> Vec<ContainerImage> {
-    let init = spec.init_containers.iter().flatten().map(|c| (ContainerKind::Init, &c.name, &c.image));
-    let app = spec.containers.iter().map(|c| (ContainerKind::App, &c.name, &c.image));
-    let ephemeral =
-        spec.ephemeral_containers.iter().flatten().map(|c| (ContainerKind::Ephemeral, &c.name, &c.image));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| (ContainerKind::Init, &c.name, &c.image, &c.image_pull_policy));
+    let app = spec.containers.iter().map(|c| (ContainerKind::App, &c.name, &c.image, &c.image_pull_policy));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| (ContainerKind::Ephemeral, &c.name, &c.image, &c.image_pull_policy));
     init.chain(app)
         .chain(ephemeral)
         // The API server rejects a container without an image; a template being edited may lack one.
-        .filter_map(|(kind, name, image)| {
-            image.as_ref().map(|image| ContainerImage { name: name.clone(), image: image.clone(), kind })
+        .filter_map(|(kind, name, image, policy)| {
+            image.as_ref().map(|image| ContainerImage {
+                name: name.clone(),
+                image: image.clone(),
+                kind,
+                pull_policy: PullPolicy::effective(policy.as_deref(), image),
+            })
         })
         .collect()
 }
@@ -518,11 +535,7 @@ mod tests {
 
     #[test]
     fn only_changed_images_on_update() {
-        let container = |name: &str, image: &str| ContainerImage {
-            name: name.into(),
-            image: image.into(),
-            kind: ContainerKind::App,
-        };
+        let container = |name: &str, image: &str| ContainerImage::new(name, image, ContainerKind::App);
         let old = vec![container("a", "x:1"), container("b", "y:1")];
         let new = vec![container("a", "x:1"), container("b", "y:2"), container("c", "z:1")];
         let changed = changed_containers(new, &old);

@@ -7,6 +7,7 @@ mod credentials;
 mod lookup;
 mod manifest;
 mod platform;
+mod pull_policy;
 mod reference;
 
 pub use self::{
@@ -14,6 +15,7 @@ pub use self::{
     lookup::lookup_findings,
     manifest::manifest_findings,
     platform::{NodeTargets, Pool, platform_findings},
+    pull_policy::{held_on_every_node, never_pulled},
     reference::reference_findings,
 };
 use crate::{

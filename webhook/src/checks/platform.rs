@@ -1,6 +1,6 @@
 //! PG300..PG303: does the image have a platform that runs where the pod can land?
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::PodSpec;
 use serde::Serialize;
@@ -12,6 +12,9 @@ use crate::{
     registry::ImageFacts,
     scheduling::{self, NodeFacts, PoolName},
 };
+
+/// Nodes of one pool and platform, and the images all of them hold so far (`None` before the first).
+type Counted = (usize, Option<BTreeSet<String>>);
 
 /// Where a pod can run, as far as platforms go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +31,10 @@ pub enum NodeTargets {
 pub struct Pool {
     pub name: String,
     pub platform: Platform,
+    /// The images every node of the pool reports holding; `None` for stand-in pools
+    /// (`check --platform`), whose nodes nobody knows.
+    #[serde(skip)]
+    pub held_by_every_node: Option<BTreeSet<String>>,
     pub nodes: usize,
 }
 
@@ -47,21 +54,42 @@ impl NodeTargets {
 
     /// Groups candidate nodes by pool and platform (a pool with mixed platforms appears once per platform).
     pub fn from_nodes(candidates: &[&NodeFacts], pool_labels: &[String]) -> NodeTargets {
-        let mut counted: BTreeMap<(PoolName<'_>, &Platform), usize> = BTreeMap::new();
+        let mut counted: BTreeMap<(PoolName<'_>, &Platform), Counted> = BTreeMap::new();
         for node in candidates {
-            *counted.entry((node.pool_name(pool_labels), &node.platform)).or_default() += 1;
+            let (nodes, held) = counted.entry((node.pool_name(pool_labels), &node.platform)).or_default();
+            *nodes += 1;
+            *held = Some(match held.take() {
+                None => (*node.images).clone(),
+                Some(so_far) => so_far.intersection(&node.images).cloned().collect(),
+            });
         }
         let mut pools: Vec<Pool> = counted
             .into_iter()
-            .map(|((name, platform), nodes)| Pool {
+            .map(|((name, platform), (nodes, held))| Pool {
                 name: name.to_string(),
                 platform: platform.clone(),
+                held_by_every_node: Some(held.unwrap_or_default()),
                 nodes,
             })
             .collect();
         // By name as written, which is how messages list them.
         pools.sort_by(|a, b| (&a.name, &a.platform).cmp(&(&b.name, &b.platform)));
         NodeTargets::Pools(pools)
+    }
+
+    /// Whether every candidate node reports holding the image with `key`
+    /// ([`crate::reference::ImageRef::node_image_key`]); `None` when the nodes are not known.
+    pub fn held_everywhere(&self, key: &str) -> Option<bool> {
+        match self {
+            NodeTargets::Pools(pools) if !pools.is_empty() => {
+                let mut every = true;
+                for pool in pools {
+                    every &= pool.held_by_every_node.as_ref()?.contains(key);
+                }
+                Some(every)
+            }
+            _ => None,
+        }
     }
 
     /// Stand-in nodes for `check --platform`: one pool per platform.
@@ -72,6 +100,7 @@ impl NodeTargets {
                 .map(|platform| Pool {
                     name: format!("--platform {platform}"),
                     platform: platform.clone(),
+                    held_by_every_node: None,
                     nodes: 1,
                 })
                 .collect(),
@@ -258,6 +287,7 @@ mod tests {
         NodeTargets::Pools(
             list.iter()
                 .map(|(name, platform, build)| Pool {
+                    held_by_every_node: None,
                     name: name.to_string(),
                     platform: Platform::parse(platform).unwrap().with_os_version(build),
                     nodes: 2,

@@ -92,11 +92,8 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     }
     let mut targets: Vec<Target> = Vec::new();
     if !args.images.is_empty() {
-        let containers = args
-            .images
-            .iter()
-            .map(|image| ContainerImage { name: "-".into(), image: image.clone(), kind: ContainerKind::App })
-            .collect();
+        let containers =
+            args.images.iter().map(|image| ContainerImage::new("-", image, ContainerKind::App)).collect();
         targets.push(Target {
             workload: None,
             file: None,

@@ -1,6 +1,7 @@
 //! The node inventory: a watch on Nodes reduced to what scheduling and platform checks read
-//! (labels, taints, platform). Kubelet heartbeats modify Nodes every few seconds without touching
-//! any of that, so a change is only published when the reduced facts differ.
+//! (labels, taints, platform, the images the node holds). Kubelet heartbeats modify Nodes every
+//! few seconds without touching any of that, so a change is only published when the reduced
+//! facts differ.
 
 use std::{
     collections::HashMap,
@@ -18,6 +19,7 @@ use tracing::warn;
 
 use crate::{
     platform::Platform,
+    reference::ImageRef,
     scheduling::{ARCH_LABEL, NodeFacts, OS_LABEL, WINDOWS_BUILD_LABEL},
 };
 
@@ -111,7 +113,16 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             .unwrap_or_default();
         platform = platform.with_os_version(&build);
     }
+    let images = node
+        .status
+        .iter()
+        .flat_map(|status| status.images.iter().flatten())
+        .flat_map(|image| image.names.iter().flatten())
+        .filter_map(|name| ImageRef::parse(name).ok())
+        .map(|image| image.node_image_key())
+        .collect();
     NodeFacts {
+        images: Arc::new(images),
         name: node.name_any(),
         labels,
         taints: node.spec.as_ref().and_then(|spec| spec.taints.clone()).unwrap_or_default(),
