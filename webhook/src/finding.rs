@@ -133,7 +133,10 @@ pub struct UnknownCode(pub String);
 pub struct Finding {
     pub code: Code,
     pub severity: Severity,
+    /// The container's name, or the image volume's when `volume` is set.
     pub container: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub volume: bool,
     pub image: String,
     /// Short form for kubectl `Warning:` lines (kept well under the API server's 256-character cut).
     #[serde(skip)]
@@ -143,15 +146,22 @@ pub struct Finding {
 }
 
 impl Finding {
-    /// The warning line kubectl prints: code, container and the short summary.
+    /// The warning line kubectl prints: code, container (or volume) and the short summary.
     pub fn warning_line(&self) -> String {
-        let line = format!("{} {}: {}", self.code, self.container, self.summary);
+        let place = if self.volume { format!("volume {}", self.container) } else { self.container.clone() };
+        let line = format!("{} {place}: {}", self.code, self.summary);
         truncate_chars(&line, 240)
+    }
+
+    /// `container "app"` or `volume "data"`, as messages name where the image is used.
+    pub fn place(&self) -> String {
+        let what = if self.volume { "volume" } else { "container" };
+        format!("{what} {:?}", self.container)
     }
 
     /// The deny-message line: code, container, image, full message.
     pub fn deny_line(&self) -> String {
-        format!("{} container {:?} (image {}): {}", self.code, self.container, self.image, self.message)
+        format!("{} {} (image {}): {}", self.code, self.place(), self.image, self.message)
     }
 }
 
@@ -194,6 +204,7 @@ mod tests {
             code: Code::Pg101,
             severity: Severity::Error,
             container: "app".into(),
+            volume: false,
             image: "x".into(),
             summary: "y".repeat(500),
             message: String::new(),

@@ -26,6 +26,8 @@ pub enum ContainerKind {
     Init,
     App,
     Ephemeral,
+    /// An image volume (`volumes[].image`): mounted, not run, and possibly an OCI artifact.
+    Volume,
 }
 
 /// When the kubelet pulls a container's image.
@@ -190,7 +192,7 @@ impl Inspector {
             matches!(finding.code, Code::Pg202 | Code::Pg203) && finding.severity == Severity::Error
         });
         if !reported_secret_error && let Some(first) = containers.first() {
-            let subject = Subject { container: &first.name, image: &first.image };
+            let subject = Subject { container: &first.name, image: &first.image, volume: false };
             findings.extend(checks::unused_secret_findings(subject, pod.credentials));
         }
         let images = if options.image_reports {
@@ -207,7 +209,8 @@ impl Inspector {
         resolved: &Resolved<'_>,
         pod: PodContext<'_>,
     ) -> Vec<Finding> {
-        let subject = Subject { container: &container.name, image: &container.image };
+        let volume = container.kind == ContainerKind::Volume;
+        let subject = Subject { container: &container.name, image: &container.image, volume };
         let mut findings = checks::reference_findings(subject, &resolved.parsed);
         if let Ok(image) = &*resolved.parsed
             && container.pull_policy == PullPolicy::Never
@@ -218,8 +221,15 @@ impl Inspector {
         if let (Ok(image), Some(outcome)) = (&*resolved.parsed, &resolved.outcome) {
             match outcome {
                 Ok(facts) => {
-                    findings.extend(checks::manifest_findings(subject, facts, self.config.max_image_size));
-                    if let Some(targets) = pod.targets {
+                    let manifest = checks::manifest_findings(subject, facts, self.config.max_image_size);
+                    // An image volume may be an OCI artifact: mounted, never run, so "not a
+                    // runnable image" is no problem there, and only declared platforms compare.
+                    findings.extend(
+                        manifest.into_iter().filter(|finding| !(volume && finding.code == Code::Pg403)),
+                    );
+                    if let Some(targets) = pod.targets
+                        && !(volume && facts.platforms.is_empty())
+                    {
                         findings.extend(checks::platform_findings(subject, facts, targets));
                     }
                 }

@@ -184,6 +184,7 @@ mod tests {
             code,
             severity: Severity::Error,
             container: "c".into(),
+            volume: false,
             image: "r.example/app:v1".into(),
             summary: "s".into(),
             message: "m.".into(),

@@ -32,6 +32,8 @@ struct AuditFinding<'a> {
     code: &'a str,
     severity: Severity,
     container: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    volume: bool,
     image: &'a str,
     message: &'a str,
 }
@@ -74,6 +76,7 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
                 code: f.code.as_str(),
                 severity: f.severity,
                 container: &f.container,
+                volume: f.volume,
                 image: &f.image,
                 message: &f.message,
             })
@@ -90,22 +93,31 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
     }
 }
 
-/// One line per failing container, each with its codes, so `kubectl apply` output reads as a list.
+/// One line per failing container (or image volume), each with its codes, so `kubectl apply`
+/// output reads as a list.
 fn deny_message(errors: &[&Finding]) -> String {
-    let mut by_container: Vec<(&str, Vec<&Finding>)> = Vec::new();
+    let mut by_container: Vec<((&str, bool), Vec<&Finding>)> = Vec::new();
     for finding in errors {
-        match by_container.iter_mut().find(|(container, _)| *container == finding.container) {
+        let place = (finding.container.as_str(), finding.volume);
+        match by_container.iter_mut().find(|(known, _)| *known == place) {
             Some((_, list)) => list.push(finding),
-            None => by_container.push((&finding.container, vec![finding])),
+            None => by_container.push((place, vec![finding])),
         }
     }
-    let mut message =
-        format!("pullguard: {} container(s) would fail to pull their image:", by_container.len());
+    let volumes = by_container.iter().filter(|((_, volume), _)| *volume).count();
+    let containers = by_container.len() - volumes;
+    let mut message = match (containers, volumes) {
+        (_, 0) => format!("pullguard: {containers} container(s) would fail to pull their image:"),
+        (0, _) => format!("pullguard: {volumes} image volume(s) would fail to pull their image:"),
+        _ => format!(
+            "pullguard: {containers} container(s) and {volumes} image volume(s) would fail to pull their image:"
+        ),
+    };
     let total = by_container.len();
-    for (container, findings) in by_container.into_iter().take(MAX_DENY_LINES) {
-        let image = findings.first().map(|f| f.image.as_str()).unwrap_or_default();
+    for (_, findings) in by_container.into_iter().take(MAX_DENY_LINES) {
+        let Some(first) = findings.first() else { continue };
         let causes: Vec<String> = findings.iter().map(|f| format!("{} {}", f.code, f.message)).collect();
-        message.push_str(&format!("\n- container {container:?} (image {image}): {}", causes.join(" | ")));
+        message.push_str(&format!("\n- {} (image {}): {}", first.place(), first.image, causes.join(" | ")));
     }
     if total > MAX_DENY_LINES {
         message.push_str(&format!("\n- and {} more container(s)", total - MAX_DENY_LINES));
@@ -123,6 +135,7 @@ mod tests {
             code,
             severity,
             container: container.into(),
+            volume: false,
             image: format!("img-{container}"),
             summary: format!("summary {code}"),
             message: format!("message {code}"),

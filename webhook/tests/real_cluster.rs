@@ -675,3 +675,34 @@ async fn the_hint_names_only_secrets_the_registry_accepts() {
     assert!(denied.stderr.contains("add imagePullSecrets: [regcred]"), "{}", denied.stderr);
     assert!(!denied.stderr.contains("badcred"), "a secret the registry rejects is no fix: {}", denied.stderr);
 }
+
+#[tokio::test]
+async fn image_volumes_are_pulled_and_checked_like_containers() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("volumes", &[]).await.unwrap();
+    let host = &installed.registry.host;
+    let seeder = installed.registry.seeder().unwrap();
+    // An OCI artifact (a model, a chart): mountable, never run.
+    seeder.push_artifact("models/llm", "v1").await.unwrap();
+    let with_volume = |name: &str, kind: &str, reference: String| {
+        let mut spec = pod_spec(&format!("{host}/app:v1"));
+        spec["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
+        spec["volumes"] =
+            json!([{"name": "data", "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}]);
+        workload(kind, name, spec)
+    };
+    for kind in ["Pod", "Deployment"] {
+        let name = format!("{}-missing", kind.to_lowercase());
+        let denied =
+            installed.apply(&namespace, &with_volume(&name, kind, format!("{host}/app:v404"))).await.unwrap();
+        assert_denied(&denied, "creating", "PG101");
+        assert!(denied.stderr.contains("volume \"data\""), "the denial names the volume:\n{}", denied.stderr);
+        let name = format!("{}-artifact", kind.to_lowercase());
+        let admitted = installed
+            .apply(&namespace, &with_volume(&name, kind, format!("{host}/models/llm:v1")))
+            .await
+            .unwrap();
+        assert_admitted(&admitted);
+        assert!(warnings(&admitted).is_empty(), "an artifact is a fine image volume: {admitted:?}");
+    }
+}

@@ -1,13 +1,14 @@
 //! Workload kinds -> the pod spec inside them. Only the pod spec is deserialized (into
 //! k8s-openapi's `PodSpec`): the parser walks the kind's path and skips every other field
 //! unbuilt, from raw JSON (admission) or from an already parsed document (`check -f`, `audit`).
-//! Within the spec, only the fields pullguard reads are built (`SpecFields`): volumes, env,
-//! probes and resources were most of an admission's allocations.
+//! Within the spec, only the fields pullguard reads are built (`SpecFields`): volumes (but for
+//! image volumes), env, probes and resources were most of an admission's allocations.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EphemeralContainer, LocalObjectReference, PodSpec, Toleration,
+    Affinity, Container, EphemeralContainer, ImageVolumeSource, LocalObjectReference, PodSpec, Toleration,
+    Volume,
 };
 use serde::{
     Deserialize, Deserializer,
@@ -260,6 +261,8 @@ struct SpecFields<Template = IgnoredAny, JobTemplate = IgnoredAny> {
     #[serde(default)]
     ephemeral_containers: Option<Vec<ContainerFields>>,
     #[serde(default)]
+    volumes: Option<Vec<VolumeFields>>,
+    #[serde(default)]
     image_pull_secrets: Option<Vec<LocalObjectReference>>,
     #[serde(default)]
     service_account_name: Option<String>,
@@ -288,6 +291,25 @@ struct ContainerFields {
     image_pull_policy: Option<String>,
 }
 
+/// A volume, read only as far as it is an image volume (`volumes[].image`, pulled by the kubelet
+/// like a container image).
+#[derive(Deserialize)]
+struct VolumeFields {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    image: Option<ImageVolumeFields>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageVolumeFields {
+    #[serde(default)]
+    reference: Option<String>,
+    #[serde(default)]
+    pull_policy: Option<String>,
+}
+
 impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec {
     fn from(fields: SpecFields<Template, JobTemplate>) -> PodSpec {
         let container = |c: ContainerFields| Container {
@@ -308,6 +330,23 @@ impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec 
             ephemeral_containers: fields
                 .ephemeral_containers
                 .map(|list| list.into_iter().map(ephemeral).collect()),
+            volumes: fields.volumes.and_then(|list| {
+                let images: Vec<Volume> = list
+                    .into_iter()
+                    .filter_map(|volume| {
+                        let image = volume.image?;
+                        Some(Volume {
+                            name: volume.name.unwrap_or_default(),
+                            image: Some(ImageVolumeSource {
+                                reference: image.reference,
+                                pull_policy: image.pull_policy,
+                            }),
+                            ..Volume::default()
+                        })
+                    })
+                    .collect();
+                (!images.is_empty()).then_some(images)
+            }),
             image_pull_secrets: fields.image_pull_secrets,
             service_account_name: fields.service_account_name,
             node_name: fields.node_name,
@@ -319,7 +358,8 @@ impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec 
     }
 }
 
-/// Every container of the spec with its image, in the order the kubelet starts them.
+/// Every image the kubelet pulls for the spec: its containers' in the order it starts them, then
+/// its image volumes'.
 pub fn containers(spec: &PodSpec) -> Vec<ContainerImage> {
     let init = spec
         .init_containers
@@ -332,8 +372,13 @@ pub fn containers(spec: &PodSpec) -> Vec<ContainerImage> {
         .iter()
         .flatten()
         .map(|c| (ContainerKind::Ephemeral, &c.name, &c.image, &c.image_pull_policy));
+    let volumes = spec.volumes.iter().flatten().filter_map(|volume| {
+        let image = volume.image.as_ref()?;
+        Some((ContainerKind::Volume, &volume.name, &image.reference, &image.pull_policy))
+    });
     init.chain(app)
         .chain(ephemeral)
+        .chain(volumes)
         // The API server rejects a container without an image; a template being edited may lack one.
         .filter_map(|(kind, name, image, policy)| {
             image.as_ref().map(|image| ContainerImage {
@@ -403,18 +448,23 @@ mod tests {
                 "nodeSelectorTerms": [{"matchExpressions": [
                     {"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}},
             "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            "volumes": [{"name": "v", "emptyDir": {}}]
+            "volumes": [{"name": "v", "emptyDir": {}},
+                        {"name": "model", "image": {"reference": "r.example/model:v3", "pullPolicy": "Always"}}]
         }});
         let spec = WorkloadKind::Pod.pod_spec(&object).unwrap();
         let parsed: PodSpec = serde_json::from_value(object["spec"].clone()).unwrap();
         assert_eq!(containers(&spec), containers(&parsed));
+        let volume = containers(&spec).into_iter().find(|c| c.kind == ContainerKind::Volume).unwrap();
+        assert_eq!((volume.name.as_str(), volume.image.as_str()), ("model", "r.example/model:v3"));
+        assert_eq!(volume.pull_policy, PullPolicy::Always);
         assert_eq!(spec.image_pull_secrets, parsed.image_pull_secrets);
         assert_eq!(spec.service_account_name, parsed.service_account_name);
         assert_eq!(spec.node_name, parsed.node_name);
         assert_eq!(spec.node_selector, parsed.node_selector);
         assert_eq!(spec.affinity, parsed.affinity);
         assert_eq!(spec.tolerations, parsed.tolerations);
-        assert!(spec.volumes.is_none(), "fields no check reads are not built");
+        let built: Vec<&str> = spec.volumes.iter().flatten().map(|volume| volume.name.as_str()).collect();
+        assert_eq!(built, ["model"], "only image volumes are built");
     }
 
     use super::super::review::{ObjectJson, ReviewRequest};

@@ -220,7 +220,7 @@ mod tests {
         node: bool,
     ) -> Option<Code> {
         let usage = CredentialUse { pod, node_credentials: node, tried: &[], authenticated: false };
-        let subject = Subject { container: "c", image: reference };
+        let subject = Subject { container: "c", image: reference, volume: false };
         credential_findings(subject, &image(reference), &outcome, usage).first().map(|finding| finding.code)
     }
 
@@ -263,7 +263,7 @@ mod tests {
             Credential::new("u", "p").with_origin("secret ns/other", "other.example:5000"),
         );
         let usage = CredentialUse { pod: &pod, node_credentials: false, tried: &[], authenticated: false };
-        let subject = Subject { container: "c", image: "r.example/a" };
+        let subject = Subject { container: "c", image: "r.example/a", volume: false };
         let findings =
             credential_findings(subject, &image("r.example/a"), &Err(LookupError::AuthRequired), usage);
         assert!(findings[0].message.contains("other.example:5000"), "{}", findings[0].message);
@@ -274,7 +274,7 @@ mod tests {
     fn unused_problems_are_warnings() {
         let mut pod = PodCredentials::none();
         pod.missing = vec!["gone".into()];
-        let findings = unused_secret_findings(Subject { container: "c", image: "i" }, &pod);
+        let findings = unused_secret_findings(Subject { container: "c", image: "i", volume: false }, &pod);
         assert_eq!(findings[0].code, Code::Pg202);
         assert_eq!(findings[0].severity, Severity::Warning);
     }

@@ -151,7 +151,7 @@ mod tests {
     use super::*;
 
     fn code_for(image: &str, error: LookupError) -> Code {
-        let subject = Subject { container: "app", image };
+        let subject = Subject { container: "app", image, volume: false };
         let findings = lookup_findings(subject, &ImageRef::parse(image).unwrap(), &error);
         assert_eq!(findings.len(), 1);
         assert!(!findings[0].message.is_empty());
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn auth_outcomes_are_left_to_the_credential_checks() {
         let image = ImageRef::parse("r.example/a:v1").unwrap();
-        let subject = Subject { container: "app", image: "r.example/a:v1" };
+        let subject = Subject { container: "app", image: "r.example/a:v1", volume: false };
         for error in [LookupError::AuthRequired, LookupError::CredentialsRejected, LookupError::Denied] {
             assert!(lookup_findings(subject, &image, &error).is_empty());
         }
@@ -200,8 +200,11 @@ mod tests {
             tag: "v1.2.5".into(),
             existing_tags: Some(vec!["v1.2.4".into(), "v1.2.3".into()]),
         };
-        let finding =
-            &lookup_findings(Subject { container: "app", image: "r.example/app:v1.2.5" }, &image, &error)[0];
+        let finding = &lookup_findings(
+            Subject { container: "app", image: "r.example/app:v1.2.5", volume: false },
+            &image,
+            &error,
+        )[0];
         assert!(finding.message.contains("v1.2.4, v1.2.3"), "{}", finding.message);
         assert!(finding.warning_line().contains("v1.2.4"));
     }

@@ -119,7 +119,7 @@ mod tests {
     }
 
     fn codes(facts: &ImageFacts) -> Vec<Code> {
-        manifest_findings(Subject { container: "c", image: "i" }, facts, ByteSize(2 << 30))
+        manifest_findings(Subject { container: "c", image: "i", volume: false }, facts, ByteSize(2 << 30))
             .into_iter()
             .map(|finding| finding.code)
             .collect()

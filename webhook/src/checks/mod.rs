@@ -23,11 +23,13 @@ use crate::{
     finding::{Code, Finding, Severity},
 };
 
-/// The container under check, as the manifest names it.
+/// The container (or image volume) under check, as the manifest names it.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     pub container: &'a str,
     pub image: &'a str,
+    /// `container` names an image volume.
+    pub volume: bool,
 }
 
 impl Subject<'_> {
@@ -48,6 +50,7 @@ impl Subject<'_> {
             code,
             severity,
             container: self.container.to_string(),
+            volume: self.volume,
             image: self.image.to_string(),
             summary: summary.into(),
             message: message.into(),
@@ -73,7 +76,7 @@ mod tests {
 
     #[test]
     fn grading_regrades_and_silences() {
-        let subject = Subject { container: "app", image: "nginx" };
+        let subject = Subject { container: "app", image: "nginx", volume: false };
         let findings = vec![
             subject.finding(Code::Pg601, "s", "m"),
             subject.finding(Code::Pg603, "s", "m"),

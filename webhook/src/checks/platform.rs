@@ -297,7 +297,7 @@ mod tests {
     }
 
     fn codes(facts: &ImageFacts, targets: &NodeTargets) -> Vec<Code> {
-        platform_findings(Subject { container: "c", image: "i" }, facts, targets)
+        platform_findings(Subject { container: "c", image: "i", volume: false }, facts, targets)
             .iter()
             .map(|f| f.code)
             .collect()
@@ -334,7 +334,7 @@ mod tests {
     #[test]
     fn messages_name_pools_and_the_fix() {
         let arm = facts(&[("linux", "arm64", Some("v8"), None)]);
-        let subject = Subject { container: "c", image: "i" };
+        let subject = Subject { container: "c", image: "i", volume: false };
         let mixed = pools(&[("general", "linux/amd64", ""), ("graviton", "linux/arm64", "")]);
         let finding = &platform_findings(subject, &arm, &mixed)[0];
         assert!(finding.message.contains("general (linux/amd64"), "{}", finding.message);

@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn never_pulled_images_are_judged_by_the_nodes_lists() {
-        let subject = Subject { container: "app", image: "app:v1" };
+        let subject = Subject { container: "app", image: "app:v1", volume: false };
         let image = ImageRef::parse("registry.local/app:v1").unwrap();
         let key = image.node_image_key();
         let code = |targets: Option<&NodeTargets>| {
@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn held_images_turn_registry_answers_into_warnings() {
-        let subject = Subject { container: "app", image: "app:v1" };
+        let subject = Subject { container: "app", image: "app:v1", volume: false };
         let image = ImageRef::parse("registry.local/app:v1").unwrap();
         let missing = subject.finding(Code::Pg101, "tag v1 not found", "the tag does not exist");
         let held = held_on_every_node(subject, &image, vec![missing]);

@@ -49,7 +49,7 @@ mod tests {
     use super::*;
 
     fn codes(image: &str) -> Vec<Code> {
-        let subject = Subject { container: "app", image };
+        let subject = Subject { container: "app", image, volume: false };
         reference_findings(subject, &ImageRef::parse(image)).iter().map(|finding| finding.code).collect()
     }
 
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn messages_say_what_why_and_fix() {
-        let subject = Subject { container: "web", image: "Nginx" };
+        let subject = Subject { container: "web", image: "Nginx", volume: false };
         let findings = reference_findings(subject, &ImageRef::parse("Nginx"));
         assert!(findings[0].message.contains("InvalidImageName"));
         assert!(findings[0].message.contains("lowercase"));

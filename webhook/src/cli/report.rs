@@ -34,7 +34,10 @@ struct ReportFinding<'a> {
     code: &'a str,
     severity: Severity,
     image: &'a str,
+    /// The container's name, or the image volume's when `volume` is set.
     container: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    volume: bool,
     workload: Option<&'a str>,
     message: &'a str,
 }
@@ -83,6 +86,7 @@ pub fn print(inspections: &[Labelled], output: Output) -> Result<i32, CliError> 
                 severity: finding.severity,
                 image: &finding.image,
                 container: &finding.container,
+                volume: finding.volume,
                 workload: *workload,
                 message: &finding.message,
             })
@@ -149,7 +153,10 @@ fn write_text(out: &mut impl Write, report: &Report<'_>) -> std::io::Result<()> 
     for finding in &report.findings {
         let severity = finding.severity.to_string().to_uppercase();
         let place = match finding.workload {
-            Some(workload) => format!("{workload} container {:?}", finding.container),
+            Some(workload) => {
+                let what = if finding.volume { "volume" } else { "container" };
+                format!("{workload} {what} {:?}", finding.container)
+            }
             None => String::new(),
         };
         writeln!(out, "{severity:<7} {} {} {place}", finding.code, finding.image)?;
