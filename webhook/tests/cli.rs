@@ -400,3 +400,31 @@ async fn github_annotations_point_at_the_image_lines() {
     assert!(annotation.contains("app%3Av9") || annotation.contains("\"v9\""), "{annotation}");
     assert!(stdout.lines().last().unwrap().contains("1 error(s)"), "{stdout}");
 }
+
+#[tokio::test]
+async fn check_reads_image_volumes_from_manifests() {
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    Seeder::new(&registry).unwrap().push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pullguard.yaml"),
+        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
+    )
+    .unwrap();
+    let manifest = format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: train}}\nspec:\n  schedule: '@daily'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: trainer, image: \"{host}/app:v1\"}}]\n          volumes:\n            - name: weights\n              image: {{reference: \"{host}/app:v404\", pullPolicy: IfNotPresent}}\n"
+    );
+    std::fs::write(dir.path().join("cronjob.yaml"), manifest).unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        run(&["check", "--config", "pullguard.yaml", "-f", "cronjob.yaml", "--output", "json"], &dir_path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report = json_of(&output);
+    assert_eq!(codes(&report), vec!["PG101"]);
+    assert_eq!(report["findings"][0]["container"], "weights");
+    assert_eq!(report["findings"][0]["volume"], true);
+}
