@@ -363,17 +363,20 @@ async fn check_uses_pull_secret_manifests() {
     assert!(!text.contains("s3cret-pass") && !text.contains(&auth));
 }
 
-#[tokio::test]
-async fn github_annotations_point_at_the_image_lines() {
+/// A plain registry holding `app:v1`, and a directory with `pullguard.yaml` naming it.
+async fn registry_with_app_v1() -> (RegistryProcess, tempfile::TempDir) {
     let registry = RegistryProcess::start_plain().await.unwrap();
     Seeder::new(&registry).unwrap().push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
-    let host = registry.host();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pullguard.yaml"),
-        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
-    )
-    .unwrap();
+    let config = format!("registries:\n  - host: \"{}\"\n    insecure: true\n", registry.host());
+    std::fs::write(dir.path().join("pullguard.yaml"), config).unwrap();
+    (registry, dir)
+}
+
+#[tokio::test]
+async fn github_annotations_point_at_the_image_lines() {
+    let (registry, dir) = registry_with_app_v1().await;
+    let host = registry.host();
     let manifest = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  ports: [{{port: 80}}]\n---\n\
          apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api, namespace: shop}}\nspec:\n  template:\n    spec:\n\
@@ -403,15 +406,8 @@ async fn github_annotations_point_at_the_image_lines() {
 
 #[tokio::test]
 async fn check_reads_image_volumes_from_manifests() {
-    let registry = RegistryProcess::start_plain().await.unwrap();
-    Seeder::new(&registry).unwrap().push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let (registry, dir) = registry_with_app_v1().await;
     let host = registry.host();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pullguard.yaml"),
-        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
-    )
-    .unwrap();
     let manifest = format!(
         "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: train}}\nspec:\n  schedule: '@daily'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: trainer, image: \"{host}/app:v1\"}}]\n          volumes:\n            - name: weights\n              image: {{reference: \"{host}/app:v404\", pullPolicy: IfNotPresent}}\n"
     );
