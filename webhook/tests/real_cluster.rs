@@ -706,3 +706,113 @@ async fn image_volumes_are_pulled_and_checked_like_containers() {
         assert!(warnings(&admitted).is_empty(), "an artifact is a fine image volume: {admitted:?}");
     }
 }
+
+#[tokio::test]
+async fn updates_that_move_pods_or_drop_their_credentials_are_checked() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("moved", &[]).await.unwrap();
+    let linux = format!("{}/amdonly:v1", installed.registry.host);
+
+    // A DaemonSet moved onto the Windows pool, its image unchanged.
+    assert_admitted(
+        &installed.apply(&namespace, &workload("DaemonSet", "agent", pod_spec(&linux))).await.unwrap(),
+    );
+    let patch = json!({"spec": {"template": {"spec": {
+        "nodeSelector": {"kubernetes.io/os": "windows"},
+        "tolerations": [{"key": "os", "operator": "Equal", "value": "windows", "effect": "NoSchedule"}]}}}});
+    let moved = installed
+        .kubectl(&["patch", "daemonset", "agent", "-n", &namespace, "-p", &patch.to_string()], None)
+        .await
+        .unwrap();
+    assert!(!moved.success && moved.stderr.contains("PG301"), "the move is checked: {moved:?}");
+    // An unrelated change (a label) still costs nothing and passes.
+    let relabel = json!({"spec": {"template": {"metadata": {"labels": {"app": "agent", "tier": "ops"}}}}});
+    let relabelled = installed
+        .kubectl(&["patch", "daemonset", "agent", "-n", &namespace, "-p", &relabel.to_string()], None)
+        .await
+        .unwrap();
+    assert_admitted(&relabelled);
+    let logged = installed.logged_admissions(&namespace);
+    assert!(logged.iter().any(|line| line["verdict"] == "no-image-change"), "{logged:?}");
+
+    // A Deployment that loses its pull secret, or moves to an account without one.
+    let private = format!("{}/private/app:v1", installed.private_registry.host);
+    assert_admitted(
+        &installed.apply(&namespace, &installed.pull_secret("regcred", PRIVATE_PASSWORD)).await.unwrap(),
+    );
+    let mut spec = pod_spec(&private);
+    spec["imagePullSecrets"] = json!([{"name": "regcred"}]);
+    assert_admitted(&installed.apply(&namespace, &workload("Deployment", "api", spec)).await.unwrap());
+    let dropped = installed
+        .kubectl(
+            &[
+                "patch",
+                "deployment",
+                "api",
+                "-n",
+                &namespace,
+                "--type=json",
+                "-p",
+                r#"[{"op": "remove", "path": "/spec/template/spec/imagePullSecrets"}]"#,
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!dropped.success && dropped.stderr.contains("PG201"), "{dropped:?}");
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bare"}});
+    assert_admitted(&installed.apply(&namespace, &account).await.unwrap());
+    let mut via_account = pod_spec(&private);
+    via_account["serviceAccountName"] = json!("puller");
+    let puller = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "puller"},
+                        "imagePullSecrets": [{"name": "regcred"}]});
+    assert_admitted(&installed.apply(&namespace, &puller).await.unwrap());
+    assert_admitted(
+        &installed.apply(&namespace, &workload("Deployment", "worker", via_account)).await.unwrap(),
+    );
+    let switched = installed
+        .kubectl(
+            &[
+                "patch",
+                "deployment",
+                "worker",
+                "-n",
+                &namespace,
+                "-p",
+                r#"{"spec": {"template": {"spec": {"serviceAccountName": "bare"}}}}"#,
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!switched.success && switched.stderr.contains("PG201"), "{switched:?}");
+}
+
+#[tokio::test]
+async fn kubectl_debug_on_a_controllers_pod_is_checked() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("debug-owned", &[]).await.unwrap();
+    let good = format!("{}/app:v1", installed.registry.host);
+    let missing = format!("{}/app:v404", installed.registry.host);
+    assert_admitted(
+        &installed.apply(&namespace, &workload("Deployment", "web", pod_spec(&good))).await.unwrap(),
+    );
+    let pods: Api<Pod> = Api::namespaced(installed.control_plane.client().await.unwrap(), &namespace);
+    let mut name = None;
+    for _ in 0..300 {
+        if let Some(pod) = pods.list(&ListParams::default()).await.unwrap().items.into_iter().next() {
+            name = pod.metadata.name;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pod = format!("pod/{}", name.expect("the controller manager made the Deployment's pod"));
+    let denied = installed
+        .kubectl(&["debug", "-n", &namespace, &pod, &format!("--image={missing}"), "-c", "dbg"], None)
+        .await
+        .unwrap();
+    assert!(
+        !denied.success && denied.stderr.contains("PG101"),
+        "a person's new image is checked: {denied:?}"
+    );
+}

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use self::node_targets::TargetsMemo;
 pub use self::review::{ObjectJson, ReviewAnswer, ReviewError, ReviewRequest};
-use self::workload::{WorkloadKind, changed_containers, containers};
+use self::workload::{WorkloadKind, changed_containers, containers, pull_inputs_changed};
 use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::{
@@ -142,7 +142,13 @@ impl Admission {
             Ok(metadata) => metadata,
             Err(error) => return Outcome::Unreadable(format!("metadata is malformed: {error}")),
         };
-        if kind == WorkloadKind::Pod && metadata.controller_owned && !config.check_controller_pods {
+        // `kubectl debug` adds a person's new image to a pod, whoever created the pod: always checked.
+        let debugging = request.sub_resource.as_deref() == Some("ephemeralcontainers");
+        if kind == WorkloadKind::Pod
+            && metadata.controller_owned
+            && !config.check_controller_pods
+            && !debugging
+        {
             return Outcome::Skipped(Skip::ControllerOwned);
         }
         let spec = match object.pod_spec(kind) {
@@ -154,7 +160,11 @@ impl Admission {
             && let Some(old) = &request.old_object
             && let Ok(old_spec) = old.pod_spec(kind)
         {
-            wanted = changed_containers(wanted, &containers(&old_spec));
+            // Where the pods run and how they authenticate bear on every image; otherwise only
+            // new or changed images need a look.
+            if !pull_inputs_changed(&spec, &old_spec) {
+                wanted = changed_containers(wanted, &containers(&old_spec));
+            }
         }
         if wanted.is_empty() {
             return Outcome::Skipped(Skip::NoImageChange);

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EphemeralContainer, ImageVolumeSource, LocalObjectReference, PodSpec, Toleration,
-    Volume,
+    Affinity, Container, EphemeralContainer, ImageVolumeSource, LocalObjectReference, PodOS, PodSpec,
+    Toleration, Volume,
 };
 use serde::{
     Deserialize, Deserializer,
@@ -275,6 +275,8 @@ struct SpecFields<Template = IgnoredAny, JobTemplate = IgnoredAny> {
     #[serde(default)]
     tolerations: Option<Vec<Toleration>>,
     #[serde(default)]
+    os: Option<PodOS>,
+    #[serde(default)]
     template: Option<Template>,
     #[serde(default)]
     job_template: Option<JobTemplate>,
@@ -353,6 +355,7 @@ impl<Template, JobTemplate> From<SpecFields<Template, JobTemplate>> for PodSpec 
             node_selector: fields.node_selector,
             affinity: fields.affinity,
             tolerations: fields.tolerations,
+            os: fields.os,
             ..PodSpec::default()
         }
     }
@@ -389,6 +392,21 @@ pub fn containers(spec: &PodSpec) -> Vec<ContainerImage> {
             })
         })
         .collect()
+}
+
+/// Whether an UPDATE changed anything besides the images that the verdict rests on: where the
+/// pods can run (`nodeName`, `nodeSelector`, affinity, tolerations, `spec.os`) and which
+/// credentials their pulls use (`imagePullSecrets`, the service account). A DaemonSet moved to
+/// Windows nodes, or a Deployment that lost its pull secret, fails to pull with the same images.
+pub fn pull_inputs_changed(new: &PodSpec, old: &PodSpec) -> bool {
+    new.node_name != old.node_name
+        || new.node_selector != old.node_selector
+        || new.affinity.as_ref().and_then(|a| a.node_affinity.as_ref())
+            != old.affinity.as_ref().and_then(|a| a.node_affinity.as_ref())
+        || new.tolerations != old.tolerations
+        || new.os != old.os
+        || new.image_pull_secrets != old.image_pull_secrets
+        || new.service_account_name != old.service_account_name
 }
 
 /// On UPDATE only containers whose image changed (or that are new) are checked: an unrelated
