@@ -11,7 +11,7 @@ use crate::{
     checks::{self, CredentialUse, NodeTargets, Subject},
     config::Config,
     credentials::{Credential, Keyring},
-    finding::{Code, Finding, Severity},
+    finding::{Code, Finding},
     pod_credentials::PodCredentials,
     reference::{
         ImageRef,
@@ -188,9 +188,9 @@ impl Inspector {
             };
             findings.extend(self.findings_for(container, resolved, pod));
         }
-        let reported_secret_error = findings.iter().any(|finding| {
-            matches!(finding.code, Code::Pg202 | Code::Pg203) && finding.severity == Severity::Error
-        });
+        // A needed secret that is missing or unusable was reported with the image that needs it.
+        let reported_secret_error =
+            findings.iter().any(|finding| matches!(finding.code, Code::Pg202 | Code::Pg203));
         if !reported_secret_error && let Some(first) = containers.first() {
             let subject = Subject { container: &first.name, image: &first.image, volume: false };
             findings.extend(checks::unused_secret_findings(subject, pod.credentials));

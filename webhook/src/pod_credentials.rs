@@ -23,6 +23,11 @@ pub struct PodCredentials {
     pub malformed: Vec<(String, SecretProblem)>,
     /// Set when the API could not be asked: credentials are then unknown, never "missing".
     pub unreadable: Option<String>,
+    /// Read for a workload template, whose controller waits for a missing service account and
+    /// whose pods retry a missing secret: what does not exist yet is a warning there, not an error.
+    pub template: bool,
+    /// The service account the template's pulls use does not exist (yet).
+    pub account_missing: bool,
 }
 
 impl PodCredentials {
@@ -71,15 +76,15 @@ impl PodCredentials {
         spec: &PodSpec,
         is_pod: bool,
     ) -> PodCredentials {
-        let mut credentials = PodCredentials::none();
+        let mut credentials = PodCredentials { template: !is_pod, ..PodCredentials::none() };
         match Self::account_of(spec, is_pod) {
             None => credentials.referenced = named_secrets(spec),
             Some(account) => {
                 credentials.origin = format!("service account {account}");
                 match reader.service_account(namespace, account).await {
                     AccountRead::Found(names) => credentials.referenced = names,
-                    // The API server refuses pods of a missing service account; that is not a pull problem.
-                    AccountRead::Missing => {}
+                    // Not yet, perhaps: a bundle applied in one go creates it a moment later.
+                    AccountRead::Missing => credentials.account_missing = true,
                     AccountRead::Unreadable(reason) => credentials.unreadable = Some(reason),
                 }
             }

@@ -816,3 +816,45 @@ async fn kubectl_debug_on_a_controllers_pod_is_checked() {
         "a person's new image is checked: {denied:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bundle_applied_in_one_go_is_admitted() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("bundle", &[]).await.unwrap();
+    let private = format!("{}/private/app:v1", installed.private_registry.host);
+    // The Deployment first, then its ServiceAccount, then the pull secret: without pullguard the
+    // ReplicaSet controller waits for the account, and this works.
+    let mut spec = pod_spec(&private);
+    spec["serviceAccountName"] = json!("web");
+    let mut secret = installed.pull_secret("regcred", PRIVATE_PASSWORD);
+    secret["metadata"]["namespace"] = json!(namespace);
+    let mut deployment = workload("Deployment", "web", spec);
+    deployment["metadata"]["namespace"] = json!(namespace);
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                         "metadata": {"name": "web", "namespace": namespace},
+                         "imagePullSecrets": [{"name": "regcred"}]});
+    let bundle =
+        json!({"apiVersion": "v1", "kind": "List", "items": [deployment, account, secret]}).to_string();
+    let applied = installed.kubectl(&["apply", "-f", "-"], Some(&bundle)).await.unwrap();
+    assert_admitted(&applied);
+    let lines = warnings(&applied);
+    assert!(lines.iter().any(|line| line.contains("does not exist yet")), "{applied:?}");
+    assert!(
+        !applied.stderr.contains("has no imagePullSecrets"),
+        "never said of an account that does not exist"
+    );
+
+    // A template naming a secret an operator creates a moment later: a warning too.
+    let mut later = pod_spec(&private);
+    later["imagePullSecrets"] = json!([{"name": "from-operator"}]);
+    let applied =
+        installed.apply(&namespace, &workload("Deployment", "operated", later.clone())).await.unwrap();
+    assert_admitted(&applied);
+    assert!(
+        warnings(&applied).iter().any(|line| line.contains("PG202") && line.contains("not exist yet")),
+        "{applied:?}"
+    );
+    // A bare Pod starts at once: for it the missing secret stays an error.
+    let denied = installed.apply(&namespace, &workload("Pod", "bare", later)).await.unwrap();
+    assert_denied(&denied, "creating", "PG202");
+}

@@ -104,6 +104,36 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
             ),
         );
     }
+    if pod.account_missing {
+        return subject.finding_with(
+            Code::Pg201,
+            Severity::Warning,
+            format!("{registry} requires credentials; {} does not exist yet", pod.origin),
+            format!(
+                "{registry} requires credentials to pull {}, and the template's {} does not exist yet: its \
+                 controller creates no pods until it does (a bundle applied in one go creates it a moment \
+                 later). When it exists, its imagePullSecrets must hold credentials for {registry}.",
+                image.repository(),
+                pod.origin
+            ),
+        );
+    }
+    if !pod.missing.is_empty() && pod.template {
+        let names = pod.missing.join(", ");
+        return subject.finding_with(
+            Code::Pg202,
+            Severity::Warning,
+            format!("imagePullSecret {names} does not exist yet"),
+            format!(
+                "{registry} requires credentials and {} names the pull secret(s) {names}, which do not exist \
+                 yet in the namespace: pods will not start until they do (the kubelet retries). If nothing is \
+                 about to create them (the rest of a bundle, an operator), create them (kubectl create secret \
+                 docker-registry {} --docker-server={registry} ...) or fix the name.",
+                pod.origin,
+                pod.missing.first().map(String::as_str).unwrap_or_default()
+            ),
+        );
+    }
     if !pod.missing.is_empty() {
         let names = pod.missing.join(", ");
         return subject.finding(
