@@ -347,8 +347,9 @@ def selector_matches(sel, labels):
 EXPECTED_RULES = {("", "pods"), ("", "pods/ephemeralcontainers"), ("", "replicationcontrollers"),
                   ("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"),
                   ("apps", "replicasets"), ("batch", "jobs"), ("batch", "cronjobs")}
-EXPECTED_RBAC = {("", "secrets", "get"), ("", "serviceaccounts", "get"), ("", "nodes", "list"),
-                 ("", "nodes", "watch"), ("", "namespaces", "list"), ("", "namespaces", "watch")}
+EXPECTED_RBAC = {("", "secrets", "get"), ("", "serviceaccounts", "get"), ("batch", "cronjobs", "get"),
+                 ("", "nodes", "list"), ("", "nodes", "watch"), ("", "namespaces", "list"),
+                 ("", "namespaces", "watch")}
 ARGS = ["serve", "--config", "/etc/pullguard/config.yaml", "--tls-cert", "/etc/pullguard/tls/tls.crt",
         "--tls-key", "/etc/pullguard/tls/tls.key", "--log-format", "json"]
 SERVICE_NAMES = ["pullguard", "pullguard.pullguard", "pullguard.pullguard.svc", "pullguard.pullguard.svc.cluster.local"]
@@ -629,7 +630,7 @@ for n in full:
     check(f"{n}: preferred anti-affinity across nodes (hostname)", deployment_spread, objs)
     check(f"{n}: PodDisruptionBudget minAvailable 1 selects the pods", pdb, objs)
     check(f"{n}: Service 443->8443 and metrics 8080 select the pods", service, objs)
-    check(f"{n}: ClusterRole verbs exactly get secrets/serviceaccounts, list+watch nodes/namespaces", rbac, objs)
+    check(f"{n}: ClusterRole verbs exactly get secrets/serviceaccounts/cronjobs, list+watch nodes/namespaces", rbac, objs)
     check(f"{n}: Namespace without pullguard.io/mode; everything namespaced in pullguard", namespace, objs)
     check(f"{n}: Deployment matches the Dockerfile (user, ports, entrypoint)", image_matches_dockerfile, objs)
     if n == "base":

@@ -858,3 +858,48 @@ async fn a_bundle_applied_in_one_go_is_admitted() {
     let denied = installed.apply(&namespace, &workload("Pod", "bare", later)).await.unwrap();
     assert_denied(&denied, "creating", "PG202");
 }
+
+#[tokio::test]
+async fn objects_a_controller_makes_keep_their_owners_mode() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("owners", &[]).await.unwrap();
+    let missing = format!("{}/app:v404", installed.registry.host);
+    let warn = json!({"pullguard.io/mode": "warn"});
+
+    // A CronJob admitted in warn mode, and a Job made from it (as its controller does, with a
+    // controller reference and only the job template's metadata).
+    let mut nightly = workload("CronJob", "nightly", pod_spec(&missing));
+    nightly["metadata"]["annotations"] = warn.clone();
+    assert_admitted(&installed.apply(&namespace, &nightly).await.unwrap());
+    let job = installed
+        .kubectl(&["create", "job", "-n", &namespace, "manual-1", "--from=cronjob/nightly"], None)
+        .await
+        .unwrap();
+    assert_admitted(&job);
+    assert!(
+        warnings(&job).iter().any(|line| line.contains("PG101")),
+        "warned in the CronJob's mode: {job:?}"
+    );
+
+    // A Deployment admitted in warn mode: the controller manager's ReplicaSet is not denied.
+    let mut web = workload("Deployment", "web", pod_spec(&missing));
+    web["metadata"]["annotations"] = warn;
+    assert_admitted(&installed.apply(&namespace, &web).await.unwrap());
+    let replicasets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(installed.control_plane.client().await.unwrap(), &namespace);
+    eventually("the Deployment's ReplicaSet", Duration::from_secs(60), || {
+        let replicasets = replicasets.clone();
+        async move { replicasets.list(&ListParams::default()).await.is_ok_and(|list| !list.items.is_empty()) }
+    })
+    .await
+    .unwrap();
+    eventually("the ReplicaSet's admission in the log", Duration::from_secs(20), || {
+        let logged = installed.logged_admissions(&namespace);
+        async move { logged.iter().any(|line| line["kind"] == "ReplicaSet") }
+    })
+    .await
+    .unwrap();
+    let logged = installed.logged_admissions(&namespace);
+    let replicaset = logged.iter().find(|line| line["kind"] == "ReplicaSet").unwrap();
+    assert_eq!(replicaset["verdict"], "warn:allowed", "{logged:?}");
+}

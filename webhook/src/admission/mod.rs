@@ -145,7 +145,7 @@ impl Admission {
         // `kubectl debug` adds a person's new image to a pod, whoever created the pod: always checked.
         let debugging = request.sub_resource.as_deref() == Some("ephemeralcontainers");
         if kind == WorkloadKind::Pod
-            && metadata.controller_owned
+            && metadata.controller_owned()
             && !config.check_controller_pods
             && !debugging
         {
@@ -173,7 +173,8 @@ impl Admission {
             .namespace
             .as_deref()
             .and_then(|namespace| self.cluster.as_ref()?.namespace_modes.mode_of(namespace));
-        let mode = effective_mode(namespace_mode.unwrap_or(config.mode), metadata.mode_annotation.as_deref());
+        let annotation = self.mode_annotation(kind, request.namespace.as_deref(), &metadata).await;
+        let mode = effective_mode(namespace_mode.unwrap_or(config.mode), annotation.as_deref());
         let budget = timeout::budget(config.deadline.0, caller_timeout);
         let deadline = started + budget;
         let targets = self.node_targets(&spec);
@@ -205,6 +206,9 @@ impl Admission {
     }
 }
 
+/// At most this long is spent reading a CronJob's annotation for one of its Jobs.
+const OWNER_READ_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What the pod's pull credentials are read for.
 struct CredentialRead<'a> {
     namespace: &'a str,
@@ -226,6 +230,27 @@ fn is_credential_error(finding: &Finding) -> bool {
 const HINT_CANDIDATES: usize = 4;
 
 impl Admission {
+    /// The object's `pullguard.io/mode` annotation, or, for a Job its CronJob created (whose
+    /// controller does not copy the CronJob's annotations), the CronJob's: objects a controller
+    /// makes from a checked template are checked again, in their owner's mode.
+    async fn mode_annotation<'m>(
+        &self,
+        kind: WorkloadKind,
+        namespace: Option<&str>,
+        metadata: &'m review::ObjectMetadata,
+    ) -> Option<Cow<'m, str>> {
+        if let Some(own) = metadata.mode_annotation.as_deref() {
+            return Some(Cow::Borrowed(own));
+        }
+        let owner = metadata.controller.as_ref().filter(|owner| owner.kind == "CronJob")?;
+        let (cluster, namespace) = (self.cluster.as_ref()?, namespace?);
+        if kind != WorkloadKind::Job {
+            return None;
+        }
+        let read = cluster.owner_modes.cronjob_mode(namespace, &owner.name);
+        tokio::time::timeout(OWNER_READ_BUDGET, read).await.ok().flatten().map(Cow::Owned)
+    }
+
     /// The pod's pull credentials: from the reader's cache, or (`fresh`) asked of the API again.
     async fn credentials(&self, read: &CredentialRead<'_>, fresh: bool) -> PodCredentials {
         let CredentialRead { namespace, spec, is_pod, budget } = *read;

@@ -201,21 +201,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMetadata {
-    #[serde(default, rename = "ownerReferences", deserialize_with = "controller_owned")]
-    pub controller_owned: bool,
+    /// The owner reference with `controller: true`, if any.
+    #[serde(default, rename = "ownerReferences", deserialize_with = "controller_of")]
+    pub controller: Option<Controller>,
     #[serde(default, rename = "annotations", deserialize_with = "mode_annotation")]
     pub mode_annotation: Option<String>,
 }
 
-/// Reads `ownerReferences` down to one bit: does any of them have `controller: true`.
-fn controller_owned<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+/// The controller that made an object (a Deployment for its ReplicaSets, a CronJob for its Jobs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Controller {
+    pub kind: String,
+    pub name: String,
+}
+
+impl ObjectMetadata {
+    pub fn controller_owned(&self) -> bool {
+        self.controller.is_some()
+    }
+}
+
+/// Reads `ownerReferences` down to the one with `controller: true`.
+fn controller_of<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Controller>, D::Error> {
     #[derive(Deserialize)]
     struct Owner {
         #[serde(default)]
         controller: Option<bool>,
+        #[serde(default)]
+        kind: String,
+        #[serde(default)]
+        name: String,
     }
     let owners = Option::<Vec<Owner>>::deserialize(deserializer)?;
-    Ok(owners.iter().flatten().any(|owner| owner.controller == Some(true)))
+    Ok(owners
+        .into_iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true))
+        .map(|owner| Controller { kind: owner.kind, name: owner.name }))
 }
 
 /// Keeps only `pullguard.io/mode`; other annotations (last-applied configs can be large) are skipped.
@@ -357,7 +379,7 @@ mod tests {
                 assert!(raw.json().starts_with("{\"metadata\""));
             }
             let metadata = object.metadata().unwrap();
-            assert!(metadata.controller_owned);
+            assert!(metadata.controller_owned());
             assert_eq!(metadata.mode_annotation.as_deref(), Some("warn"));
         }
     }

@@ -538,7 +538,7 @@ mod tests {
             let request = ReviewRequest::decode(body.as_bytes()).unwrap();
             let fast = matches!(request.object, Some(ObjectJson::Read(_)));
             let spec = request.object.as_ref().unwrap().pod_spec(WorkloadKind::Pod).map(|s| s.into_owned());
-            let owned = request.object.as_ref().unwrap().metadata().map(|m| m.controller_owned);
+            let owned = request.object.as_ref().unwrap().metadata().map(|m| m.controller_owned());
             (fast, owned.ok(), spec.map(|spec| spec.containers.len()).map_err(|error| error.to_string()))
         };
         // A repeated key is left to the parts, where it wins last (as in a parsed JSON document).

@@ -4,6 +4,7 @@
 
 mod namespaces;
 mod nodes;
+mod owners;
 mod secrets;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use self::{
     namespaces::NamespaceModes,
     nodes::{NodeInventory, node_facts, windows_build},
+    owners::OwnerModes,
     secrets::{AccountRead, Listing, PullSecretReader, SecretRead},
 };
 
@@ -36,6 +38,7 @@ pub struct ClusterState {
     pub namespace_modes: NamespaceModes,
     pub nodes: NodeInventory,
     pub pull_secrets: PullSecretReader,
+    pub owner_modes: OwnerModes,
 }
 
 impl ClusterState {
@@ -43,7 +46,8 @@ impl ClusterState {
         ClusterState {
             namespace_modes: NamespaceModes::start(client.clone()),
             nodes: NodeInventory::start(client.clone()),
-            pull_secrets: PullSecretReader::new(client),
+            pull_secrets: PullSecretReader::new(client.clone()),
+            owner_modes: OwnerModes::new(client),
         }
     }
 
