@@ -903,3 +903,47 @@ async fn objects_a_controller_makes_keep_their_owners_mode() {
     let replicaset = logged.iter().find(|line| line["kind"] == "ReplicaSet").unwrap();
     assert_eq!(replicaset["verdict"], "warn:allowed", "{logged:?}");
 }
+
+#[tokio::test]
+async fn check_with_a_cluster_reads_credentials_as_the_webhook_does() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("check-creds", &[]).await.unwrap();
+    let private = format!("{}/private/app:v1", installed.private_registry.host);
+    assert_admitted(
+        &installed.apply(&namespace, &installed.pull_secret("regcred", PRIVATE_PASSWORD)).await.unwrap(),
+    );
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "puller"},
+                         "imagePullSecrets": [{"name": "regcred"}]});
+    assert_admitted(&installed.apply(&namespace, &account).await.unwrap());
+    let mut spec = pod_spec(&private);
+    spec["serviceAccountName"] = json!("puller");
+    let mut deployment = workload("Deployment", "api", spec);
+    deployment["metadata"]["namespace"] = json!(namespace);
+    // The webhook admits it: the pods pull with the account's secret.
+    assert_admitted(&installed.apply(&namespace, &deployment).await.unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deploy.json"), deployment.to_string()).unwrap();
+    let kubeconfig = installed.control_plane.kubeconfig.display().to_string();
+    let config = installed.webhook.config.display().to_string();
+    let check = |with_cluster: bool| {
+        let mut args = vec!["check", "--config", &config, "-f", "deploy.json", "--output", "json"];
+        if with_cluster {
+            args.extend(["--kubeconfig", &kubeconfig]);
+        }
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let dir = dir.path().to_path_buf();
+        async move { pullguard(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir).await }
+    };
+    let output = check(true).await;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["findings"], json!([]), "{report}");
+    assert!(report["images"][0]["credential"]["source"].as_str().unwrap().contains("regcred"), "{report}");
+
+    // Without the cluster, check cannot know the account's secrets: not verified, not an error.
+    let output = check(false).await;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["findings"][0]["code"], "PG200", "{report}");
+}

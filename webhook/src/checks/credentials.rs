@@ -96,10 +96,10 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
     if let Some(reason) = &pod.unreadable {
         return subject.finding(
             Code::Pg200,
-            format!("{registry} requires credentials; pull secrets could not be read"),
+            format!("{registry} requires credentials; the pull secrets are not known"),
             format!(
-                "{registry} requires credentials, but the pull secrets of {} could not be read from the \
-                 Kubernetes API ({reason}), so the credentials were not verified.",
+                "{registry} requires credentials, and the pull secrets of {} are not known: {reason}. The \
+                 credentials were not verified.",
                 pod.origin
             ),
         );

@@ -11,8 +11,9 @@ use super::{
     report::{self, Labelled, Output},
 };
 use crate::{
+    admission::workload::WorkloadKind,
     checks::NodeTargets,
-    cluster,
+    cluster::{self, PullSecretReader},
     config::Config,
     inspect::{ContainerImage, ContainerKind, InspectOptions, Inspector, PodContext},
     platform::Platform,
@@ -51,6 +52,9 @@ pub struct CheckArgs {
 
 struct Target {
     workload: Option<String>,
+    /// `None` for `--image`.
+    kind: Option<WorkloadKind>,
+    namespace: Option<String>,
     file: Option<String>,
     image_lines: Vec<(String, usize)>,
     spec: PodSpec,
@@ -65,12 +69,11 @@ enum Nodes {
 }
 
 impl Nodes {
-    async fn load(args: &CheckArgs) -> Result<Nodes, CliError> {
+    async fn load(args: &CheckArgs, client: Option<kube::Client>) -> Result<Nodes, CliError> {
         if !args.platforms.is_empty() {
             return Ok(Nodes::Platforms(NodeTargets::from_platforms(&args.platforms)));
         }
-        let Some(path) = &args.kubeconfig else { return Ok(Nodes::NotChecked) };
-        let Some((client, _)) = cluster::connect(Some(path)).await? else { return Ok(Nodes::NotChecked) };
+        let (Some(path), Some(client)) = (&args.kubeconfig, client) else { return Ok(Nodes::NotChecked) };
         let nodes = kube::Api::<Node>::all(client).list(&Default::default()).await.map_err(|error| {
             CliError::Usage(format!("cannot list nodes with {}: {error}", path.display()))
         })?;
@@ -96,6 +99,8 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
             args.images.iter().map(|image| ContainerImage::new("-", image, ContainerKind::App)).collect();
         targets.push(Target {
             workload: None,
+            kind: None,
+            namespace: None,
             file: None,
             image_lines: Vec::new(),
             spec: PodSpec::default(),
@@ -107,6 +112,8 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
         for workload in manifests::workloads(&source_name, &text)? {
             targets.push(Target {
                 workload: Some(workload.label),
+                kind: Some(workload.kind),
+                namespace: workload.namespace,
                 file: Some(workload.file),
                 image_lines: workload.image_lines,
                 spec: workload.spec,
@@ -119,17 +126,22 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
         let (source_name, text) = manifests::read_source(path)?;
         secrets.extend(manifests::pull_secrets(&source_name, &text)?);
     }
-    let provided: Vec<String> = secrets.iter().map(|(name, _)| name.clone()).collect();
-    let credentials = PodCredentials::from_secrets(secrets);
+    let provided = secrets.iter().map(|(name, _)| name.clone()).collect();
+    let given = Given { provided, credentials: PodCredentials::from_secrets(secrets) };
     let keyring = load_keyring(args.docker_config.as_ref())?;
     let config = Arc::new(config);
     let registry = Arc::new(Registry::new(&config, Arc::new(crate::metrics::Metrics::new()))?);
     let inspector = Inspector::new(config.clone(), registry, keyring);
     let deadline = Instant::now() + config.deadline.0;
     let options = InspectOptions { offline: args.offline, deadline, image_reports: true };
-    let nodes = Nodes::load(&args).await?;
+    let client = match &args.kubeconfig {
+        Some(path) => cluster::connect(Some(path)).await?.map(|(client, _)| client),
+        None => None,
+    };
+    let nodes = Nodes::load(&args, client.clone()).await?;
+    let reader = client.map(PullSecretReader::new);
     let pod_credentials: Vec<PodCredentials> =
-        targets.iter().map(|target| credentials_for(target, &credentials, &provided)).collect();
+        join_all(targets.iter().map(|target| credentials_for(target, &given, reader.as_ref()))).await;
     let node_targets: Vec<Option<NodeTargets>> =
         targets.iter().map(|target| nodes.targets(target, &config.node_pool_labels)).collect();
     let inspections = join_all(targets.iter().zip(&node_targets).zip(&pod_credentials).map(
@@ -153,23 +165,47 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     report::print(&labelled, args.output)
 }
 
-/// The given pull secrets apply to every image; a manifest naming secrets that were not given
-/// makes missing credentials "not verified" rather than "missing".
-fn credentials_for(target: &Target, given: &PodCredentials, provided: &[String]) -> PodCredentials {
-    let mut credentials = given.clone();
-    let unknown: Vec<String> = target
+/// The pull secrets given with `--pull-secret`, by name.
+struct Given {
+    provided: Vec<String>,
+    credentials: PodCredentials,
+}
+
+/// A workload's pull credentials as the webhook would see them: with a cluster, its service
+/// account and secrets read from it (plus any given with `--pull-secret`); without one, the given
+/// secrets stand in for what the pods will have, and what `check` cannot know (a service
+/// account's secrets, secrets the manifest names but were not given) leaves the credentials "not
+/// verified" (PG200, info), never "missing".
+async fn credentials_for(
+    target: &Target,
+    given: &Given,
+    cluster: Option<&PullSecretReader>,
+) -> PodCredentials {
+    if let (Some(reader), Some(kind)) = (cluster, target.kind) {
+        let namespace = target.namespace.as_deref().unwrap_or("default");
+        let is_pod = kind == WorkloadKind::Pod;
+        let mut credentials = PodCredentials::read(reader, namespace, &target.spec, is_pod).await;
+        credentials.keyring.extend(given.credentials.keyring.clone());
+        return credentials;
+    }
+    let mut credentials = given.credentials.clone();
+    let unknown: Vec<&str> = target
         .spec
         .image_pull_secrets
         .iter()
         .flatten()
-        .map(|reference| reference.name.clone())
-        .filter(|name| !name.is_empty() && !provided.contains(name))
+        .map(|reference| reference.name.as_str())
+        .filter(|name| !name.is_empty() && !given.provided.iter().any(|provided| provided == name))
         .collect();
     if !unknown.is_empty() {
         credentials.unreadable = Some(format!(
             "the manifest names pull secret(s) {} that were not given with --pull-secret",
             unknown.join(", ")
         ));
+    } else if given.provided.is_empty() {
+        "the pods".clone_into(&mut credentials.origin);
+        credentials.unreadable =
+            Some("check was given neither a cluster (--kubeconfig) nor the secrets (--pull-secret)".into());
     }
     credentials
 }

@@ -29,6 +29,9 @@ pub enum ManifestError {
 pub struct Workload {
     /// `Kind/namespace/name` (or `Kind/name` without a namespace).
     pub label: String,
+    pub kind: WorkloadKind,
+    /// `metadata.namespace`, when the manifest gives one.
+    pub namespace: Option<String>,
     pub spec: PodSpec,
     pub containers: Vec<ContainerImage>,
     /// The file it came from and, per container name, the line of its `image` field.
@@ -185,8 +188,12 @@ fn collect(source_name: &str, document: Value, found: &mut Vec<Workload>) -> Res
                 workload: label.clone(),
                 message: error.to_string(),
             })?;
+            let namespace =
+                document.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
             found.push(Workload {
                 label,
+                kind: workload_kind,
+                namespace,
                 containers: containers(&spec),
                 spec,
                 file: String::new(),
