@@ -155,6 +155,25 @@ impl Setup {
             secret(&shop, "wrong", json, key, json!({ host.clone(): auth_entry(USER, WRONG_PASSWORD) })),
             secret(&shop, "elsewhere", json, key, json!({"other.example:5000": auth_entry(USER, PASSWORD)})),
             secret(&shop, "opaque", "Opaque", key, json!({ host.clone(): auth_entry(USER, PASSWORD) })),
+            // One field edited after a rotation: the kubelet pulls with what `auth` says.
+            secret(
+                &shop,
+                "stale-auth",
+                json,
+                key,
+                json!({ host.clone(): {
+                "username": USER, "password": PASSWORD,
+                "auth": STANDARD.encode(format!("{USER}:{WRONG_PASSWORD}"))} }),
+            ),
+            secret(
+                &shop,
+                "stale-password",
+                json,
+                key,
+                json!({ host.clone(): {
+                "username": USER, "password": WRONG_PASSWORD,
+                "auth": STANDARD.encode(format!("{USER}:{PASSWORD}"))} }),
+            ),
             secret(&team_a, "good", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })),
             secret(&sa, "via-account", json, key, json!({ host.clone(): auth_entry(USER, PASSWORD) })),
         ];
@@ -216,6 +235,18 @@ async fn every_credential_case_through_the_webhook() {
             false,
         ),
         ("wrong password", pod_review(&setup.shop, &image, Some(&["wrong"])), vec!["PG205"], false),
+        (
+            "right password, stale auth: auth wins",
+            pod_review(&setup.shop, &image, Some(&["stale-auth"])),
+            vec!["PG205"],
+            false,
+        ),
+        (
+            "stale password, right auth: auth wins",
+            pod_review(&setup.shop, &image, Some(&["stale-password"])),
+            vec![],
+            true,
+        ),
         // A type whose key does not match it (dockerconfigjson holding `.dockercfg`) cannot
         // exist: the API server's validation refuses such a Secret.
         ("wrong type", pod_review(&setup.shop, &image, Some(&["opaque"])), vec!["PG203"], false),
@@ -254,8 +285,9 @@ async fn every_credential_case_through_the_webhook() {
     // A usable secret exists in the namespace but is not referenced: the message says so.
     let (_, body) = setup.webhook.post(&pod_review(&setup.shop, &image, None)).await.unwrap();
     let message = body["response"]["status"]["message"].as_str().unwrap();
-    // Only secrets the registry accepts are named: `wrong` matches the host, but its password is rejected.
-    assert!(message.contains("add imagePullSecrets: [good]"), "{message}");
+    // Only secrets the registry accepts are named: `wrong` and `stale-auth` match the host, but the
+    // registry rejects what they hold.
+    assert!(message.contains("add imagePullSecrets: [good, stale-password]"), "{message}");
 
     // Secrets are read through cached GETs: repeated admissions do not ask the API again.
     setup.api.clear_requests();

@@ -205,14 +205,17 @@ pub fn keyring_from_secret(
     Ok(Keyring::from_docker_config(bytes, name)?)
 }
 
+/// As the kubelet reads an entry (`DockerConfigEntry.UnmarshalJSON`): a non-empty `auth` wins over
+/// `username`/`password`, which count only without it. After a password rotation that edited one
+/// field, the kubelet pulls with what `auth` says.
 fn decode_entry(key: &str, entry: &AuthEntry) -> Result<Credential, CredentialError> {
-    if let (Some(username), Some(password)) = (&entry.username, &entry.password)
-        && !username.is_empty()
-    {
-        return Ok(Credential::new(username.clone(), password.clone()));
-    }
     let Some(auth) = entry.auth.as_deref().filter(|auth| !auth.is_empty()) else {
-        return Err(CredentialError::Empty { key: key.to_string() });
+        return match (&entry.username, &entry.password) {
+            (Some(username), Some(password)) if !username.is_empty() => {
+                Ok(Credential::new(username.clone(), password.clone()))
+            }
+            _ => Err(CredentialError::Empty { key: key.to_string() }),
+        };
     };
     let decoded =
         STANDARD.decode(auth.trim()).map_err(|_| CredentialError::BadAuth { key: key.to_string() })?;
@@ -262,6 +265,58 @@ mod tests {
         assert!(printed.contains("redacted"));
         assert_ne!(credential.identity(), Credential::new("robot", "other").identity());
         assert!(!credential.identity().contains("s3cr3t"));
+    }
+
+    /// kubelet `pkg/credentialprovider/config_test.go` TestDockerConfigEntryJSONDecode: the
+    /// `auth` field, when present, decides the credential.
+    #[test]
+    fn docker_config_entry_json_decode() {
+        let auth = |text: &str| STANDARD.encode(text);
+        let cases: Vec<(&str, String, Option<(&str, &str)>)> = vec![
+            ("auth only", format!(r#"{{"auth": "{}"}}"#, auth("foo:bar")), Some(("foo", "bar"))),
+            (
+                "username and password only",
+                r#"{"username": "foo", "password": "bar"}"#.into(),
+                Some(("foo", "bar")),
+            ),
+            (
+                "both, consistent",
+                format!(r#"{{"username": "foo", "password": "bar", "auth": "{}"}}"#, auth("foo:bar")),
+                Some(("foo", "bar")),
+            ),
+            (
+                "both, auth wins over a rotated password",
+                format!(r#"{{"username": "foo", "password": "new", "auth": "{}"}}"#, auth("foo:old")),
+                Some(("foo", "old")),
+            ),
+            (
+                "both, auth wins over a stale username",
+                format!(r#"{{"username": "bob", "password": "bar", "auth": "{}"}}"#, auth("alice:bar")),
+                Some(("alice", "bar")),
+            ),
+            (
+                "password with a colon",
+                format!(r#"{{"auth": "{}"}}"#, auth("foo:b:ar")),
+                Some(("foo", "b:ar")),
+            ),
+            ("auth without a colon", format!(r#"{{"auth": "{}"}}"#, auth("foobar")), None),
+            ("auth not base64", r#"{"username": "foo", "password": "bar", "auth": "%%%"}"#.into(), None),
+            (
+                "empty auth falls back",
+                r#"{"username": "foo", "password": "bar", "auth": ""}"#.into(),
+                Some(("foo", "bar")),
+            ),
+        ];
+        for (name, entry, expected) in cases {
+            let config = format!(r#"{{"auths": {{"r.example": {entry}}}}}"#);
+            let found = Keyring::from_docker_config(config.as_bytes(), "test").ok().and_then(|ring| {
+                ring.lookup(&image("r.example/app"))
+                    .first()
+                    .map(|c| (c.username().to_string(), c.password().to_string()))
+            });
+            let expected = expected.map(|(user, password)| (user.to_string(), password.to_string()));
+            assert_eq!(found, expected, "{name}");
+        }
     }
 
     #[test]
