@@ -272,7 +272,8 @@ mod tests {
     #[test]
     fn docker_config_entry_json_decode() {
         let auth = |text: &str| STANDARD.encode(text);
-        let cases: Vec<(&str, String, Option<(&str, &str)>)> = vec![
+        type Case = (&'static str, String, Option<(&'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
             ("auth only", format!(r#"{{"auth": "{}"}}"#, auth("foo:bar")), Some(("foo", "bar"))),
             (
                 "username and password only",
