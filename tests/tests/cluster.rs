@@ -528,3 +528,21 @@ async fn images_the_nodes_hold_are_judged_by_the_pull_policy() {
     assert!(body["response"]["warnings"].to_string().contains("ErrImageNeverPull"), "{body}");
     assert_eq!(cluster.registry.manifest_requests("local"), before, "a Never image is not looked up");
 }
+
+#[tokio::test]
+async fn spec_os_keeps_a_pod_to_nodes_of_its_os() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let webhook = cluster.webhook(cluster.config()).await;
+    // No selector: Linux and Windows nodes are candidates, but `spec.os.name: windows` leaves
+    // only the Windows ones, and a Linux image runs on none of them.
+    let mut pod = cluster.review("01-create-pod-main-web.json", &cluster.image("amdonly:v1"));
+    let spec = &mut pod["request"]["object"]["spec"];
+    spec["nodeSelector"] = Value::Null;
+    spec["affinity"] = Value::Null;
+    spec["os"] = json!({"name": "windows"});
+    let (_, body) = webhook.post(&pod).await.unwrap();
+    assert!(!allowed(&body), "{body}");
+    assert_eq!(codes(&body), vec!["PG301"], "{body}");
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("cloud.google.com/gke-nodepool=win"), "{message}");
+}

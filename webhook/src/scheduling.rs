@@ -98,7 +98,9 @@ fn admits(spec: &PodSpec, node: &NodeFacts) -> bool {
         );
     let affinity_matches = affinity.is_none_or(|selector| selector_matches_node(selector, node));
     let tolerations = spec.tolerations.as_deref().unwrap_or_default();
-    selector_matches && affinity_matches && tolerates_all(tolerations, &node.taints)
+    // The kubelet refuses a pod whose `spec.os.name` is not its node's OS.
+    let os_matches = spec.os.as_ref().is_none_or(|os| os.name == node.platform.os);
+    selector_matches && affinity_matches && os_matches && tolerates_all(tolerations, &node.taints)
 }
 
 fn selector_matches_node(selector: &NodeSelector, node: &NodeFacts) -> bool {
@@ -336,6 +338,17 @@ mod tests {
         for (terms, expected) in cases {
             assert_eq!(names(&with_affinity(terms.clone()), &nodes), expected, "{terms}");
         }
+    }
+
+    #[test]
+    fn spec_os_narrows_the_candidates() {
+        let nodes =
+            vec![node("linux-1", &[(OS_LABEL, "linux")], &[]), node("win-1", &[(OS_LABEL, "windows")], &[])];
+        let names =
+            |pod: &PodSpec| candidates(pod, &nodes).iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&spec(json!({}))), ["linux-1", "win-1"]);
+        assert_eq!(names(&spec(json!({"os": {"name": "windows"}}))), ["win-1"]);
+        assert_eq!(names(&spec(json!({"os": {"name": "linux"}}))), ["linux-1"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use k8s_openapi::api::core::v1::{NodeAffinity, PodSpec, Toleration};
+use k8s_openapi::api::core::v1::{NodeAffinity, PodOS, PodSpec, Toleration};
 
 use crate::{checks::NodeTargets, scheduling::NodeFacts};
 
@@ -36,6 +36,7 @@ struct Scheduling {
     node_selector: Option<BTreeMap<String, String>>,
     node_affinity: Option<NodeAffinity>,
     tolerations: Option<Vec<Toleration>>,
+    os: Option<PodOS>,
 }
 
 impl Scheduling {
@@ -45,6 +46,7 @@ impl Scheduling {
             node_selector: spec.node_selector.clone(),
             node_affinity: node_affinity(spec).cloned(),
             tolerations: spec.tolerations.clone(),
+            os: spec.os.clone(),
         }
     }
 
@@ -53,6 +55,7 @@ impl Scheduling {
         self.node_name == spec.node_name
             && self.node_selector == spec.node_selector
             && self.tolerations == spec.tolerations
+            && self.os == spec.os
             && self.node_affinity.as_ref() == node_affinity(spec)
     }
 }
