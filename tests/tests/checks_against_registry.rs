@@ -49,7 +49,7 @@ async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
     let containers = vec![ContainerImage::new("app", image, ContainerKind::App)];
     let deadline = Instant::now() + inspector.config().deadline.0;
     let credentials = PodCredentials::none();
-    let context = PodContext { targets: None, credentials: &credentials };
+    let context = PodContext { targets: None, credentials: &credentials, every_node: false };
     inspector
         .inspect(&containers, context, InspectOptions { offline: false, deadline, image_reports: true })
         .await
@@ -308,7 +308,7 @@ async fn requests_in_flight_to_one_registry_are_bounded() {
         })
         .collect();
     let credentials = PodCredentials::none();
-    let context = PodContext { targets: None, credentials: &credentials };
+    let context = PodContext { targets: None, credentials: &credentials, every_node: false };
     let deadline = Instant::now() + inspector.config().deadline.0;
     let started = std::time::Instant::now();
     let inspection = inspector

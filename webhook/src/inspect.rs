@@ -140,6 +140,8 @@ pub struct PodContext<'a> {
     /// without `--platform` or a cluster).
     pub targets: Option<&'a NodeTargets>,
     pub credentials: &'a PodCredentials,
+    /// The pods run on every candidate node (a DaemonSet), not on one the scheduler picks.
+    pub every_node: bool,
 }
 
 impl Inspector {
@@ -230,7 +232,7 @@ impl Inspector {
                     if let Some(targets) = pod.targets
                         && !(volume && facts.platforms.is_empty())
                     {
-                        findings.extend(checks::platform_findings(subject, facts, targets));
+                        findings.extend(checks::platform_findings(subject, facts, targets, pod.every_node));
                     }
                 }
                 Err(error) => {

@@ -947,3 +947,24 @@ async fn check_with_a_cluster_reads_credentials_as_the_webhook_does() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["findings"][0]["code"], "PG200", "{report}");
 }
+
+#[tokio::test]
+async fn a_daemonset_on_a_pool_its_image_cannot_run_on_is_denied() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("mixed", &[]).await.unwrap();
+    // Tolerating the arm pool's taint: the pods go to the general (amd64) and arm pools.
+    let mut spec = pod_spec(&format!("{}/armonly:v1", installed.registry.host));
+    spec["tolerations"] =
+        json!([{"key": "kubernetes.io/arch", "operator": "Exists", "effect": "NoSchedule"}]);
+    let daemonset = installed.apply(&namespace, &workload("DaemonSet", "agent", spec.clone())).await.unwrap();
+    assert_denied(&daemonset, "creating", "PG302");
+    assert!(
+        daemonset.stderr.contains("general"),
+        "the denial names the pool that fails: {}",
+        daemonset.stderr
+    );
+    // A Deployment with the same template may still be scheduled where it runs: a warning.
+    let deployment = installed.apply(&namespace, &workload("Deployment", "api", spec)).await.unwrap();
+    assert_admitted(&deployment);
+    assert!(warnings(&deployment).iter().any(|line| line.contains("PG302")), "{deployment:?}");
+}

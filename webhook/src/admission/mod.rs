@@ -185,12 +185,13 @@ impl Admission {
         let read = CredentialRead { namespace, spec: &spec, is_pod, budget: read_budget };
         let mut credentials = self.credentials(&read, false).await;
         let options = InspectOptions { offline: false, deadline, image_reports: false };
-        let context = PodContext { targets: Some(&*targets), credentials: &credentials };
+        let every_node = kind == WorkloadKind::DaemonSet;
+        let context = PodContext { targets: Some(&*targets), credentials: &credentials, every_node };
         let mut inspection = self.inspector.inspect(&wanted, context, options).await;
         if self.cluster.is_some() && inspection.findings.iter().any(is_credential_error) {
             // Cached reads may allow; a credential error must rest on what the API says now.
             credentials = self.credentials(&read, true).await;
-            let context = PodContext { targets: Some(&*targets), credentials: &credentials };
+            let context = PodContext { targets: Some(&*targets), credentials: &credentials, every_node };
             inspection = self.inspector.inspect(&wanted, context, options).await;
         }
         if let Some(cluster) = &self.cluster
@@ -297,7 +298,7 @@ impl Admission {
         let mut working = Vec::new();
         for (name, keyring) in candidates {
             let alone = PodCredentials::only(name, keyring.clone());
-            let context = PodContext { targets: None, credentials: &alone };
+            let context = PodContext { targets: None, credentials: &alone, every_node: false };
             let tried = self.inspector.inspect(&failing, context, options).await;
             if !tried.findings.iter().any(is_credential_error) {
                 working.push((name.clone(), keyring.clone()));

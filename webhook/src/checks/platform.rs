@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Subject;
 use crate::{
-    finding::{Code, Finding},
+    finding::{Code, Finding, Severity},
     platform::Platform,
     registry::ImageFacts,
     scheduling::{self, NodeFacts, PoolName},
@@ -142,7 +142,14 @@ fn describe_pools(pools: &[&Pool]) -> String {
         .join("; ")
 }
 
-pub fn platform_findings(subject: Subject<'_>, facts: &ImageFacts, targets: &NodeTargets) -> Vec<Finding> {
+/// `every_node`: the pods run on every candidate node (a DaemonSet), so a node that cannot run
+/// the image certainly fails, where for other workloads the scheduler may still avoid it.
+pub fn platform_findings(
+    subject: Subject<'_>,
+    facts: &ImageFacts,
+    targets: &NodeTargets,
+    every_node: bool,
+) -> Vec<Finding> {
     let images = facts.comparable_platforms();
     if images.is_empty() {
         // Artifacts and manifests without platform data are judged elsewhere (PG403); guessing here would lie.
@@ -182,12 +189,17 @@ pub fn platform_findings(subject: Subject<'_>, facts: &ImageFacts, targets: &Nod
                 list(images)
             ),
         )),
-        NodeTargets::Pools(pools) => pool_finding(subject, images, pools),
+        NodeTargets::Pools(pools) => pool_finding(subject, images, pools, every_node),
     };
     finding.into_iter().collect()
 }
 
-fn pool_finding(subject: Subject<'_>, images: &[Platform], pools: &[Pool]) -> Option<Finding> {
+fn pool_finding(
+    subject: Subject<'_>,
+    images: &[Platform],
+    pools: &[Pool],
+    every_node: bool,
+) -> Option<Finding> {
     let fits: Vec<(&Pool, Fit)> = pools.iter().map(|pool| (pool, fit(&pool.platform, images))).collect();
     let running: Vec<&Pool> =
         fits.iter().filter(|(_, fit)| *fit == Fit::Runs).map(|(pool, _)| *pool).collect();
@@ -227,6 +239,29 @@ fn pool_finding(subject: Subject<'_>, images: &[Platform], pools: &[Pool]) -> Op
                 list(images),
                 describe_pools(&failing),
                 failing.first().map(|pool| pool.platform.to_string()).unwrap_or_default()
+            ),
+        ));
+    }
+    if every_node {
+        // A DaemonSet puts a pod on every node it selects and tolerates: those that cannot run
+        // the image will fail, whatever the scheduler does.
+        return Some(subject.finding_with(
+            Code::Pg302,
+            Severity::Error,
+            format!(
+                "will fail on {}: built for {}",
+                failing.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+                list(images)
+            ),
+            format!(
+                "{} is built for {}. This DaemonSet runs a pod on every node it selects and tolerates, and \
+                 those on {} cannot run it: they will fail with \"no match for platform in manifest\". It \
+                 runs on {}. Restrict the DaemonSet to those pools (a nodeSelector or node affinity), or \
+                 build the image for every platform it lands on.",
+                subject.image,
+                list(images),
+                describe_pools(&failing),
+                describe_pools(&running),
             ),
         ));
     }
@@ -297,7 +332,7 @@ mod tests {
     }
 
     fn codes(facts: &ImageFacts, targets: &NodeTargets) -> Vec<Code> {
-        platform_findings(Subject { container: "c", image: "i", volume: false }, facts, targets)
+        platform_findings(Subject { container: "c", image: "i", volume: false }, facts, targets, false)
             .iter()
             .map(|f| f.code)
             .collect()
@@ -336,10 +371,15 @@ mod tests {
         let arm = facts(&[("linux", "arm64", Some("v8"), None)]);
         let subject = Subject { container: "c", image: "i", volume: false };
         let mixed = pools(&[("general", "linux/amd64", ""), ("graviton", "linux/arm64", "")]);
-        let finding = &platform_findings(subject, &arm, &mixed)[0];
+        let finding = &platform_findings(subject, &arm, &mixed, false)[0];
+        assert_eq!((finding.code, finding.severity), (Code::Pg302, Severity::Warning));
+        // A DaemonSet lands on every pool: the amd64 one certainly fails.
+        let daemonset = &platform_findings(subject, &arm, &mixed, true)[0];
+        assert_eq!((daemonset.code, daemonset.severity), (Code::Pg302, Severity::Error));
+        assert!(daemonset.summary.contains("will fail on general"), "{}", daemonset.summary);
         assert!(finding.message.contains("general (linux/amd64"), "{}", finding.message);
         assert!(finding.message.contains("kubernetes.io/arch: arm64"), "{}", finding.message);
-        let finding = &platform_findings(subject, &arm, &pools(&[("general", "linux/amd64", "")]))[0];
+        let finding = &platform_findings(subject, &arm, &pools(&[("general", "linux/amd64", "")]), false)[0];
         assert!(finding.message.contains("--platform linux/amd64"), "{}", finding.message);
     }
 }

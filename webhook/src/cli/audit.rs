@@ -99,7 +99,11 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
                 let credentials =
                     PodCredentials::read(reader, &workload.namespace, &workload.spec, is_pod).await;
                 let targets = NodeTargets::for_pod(&workload.spec, nodes, &config.node_pool_labels);
-                let context = PodContext { targets: Some(&targets), credentials: &credentials };
+                let context = PodContext {
+                    targets: Some(&targets),
+                    credentials: &credentials,
+                    every_node: workload.kind == WorkloadKind::DaemonSet,
+                };
                 let options = InspectOptions {
                     offline: false,
                     deadline: Instant::now() + config.deadline.0,

@@ -146,7 +146,11 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
         targets.iter().map(|target| nodes.targets(target, &config.node_pool_labels)).collect();
     let inspections = join_all(targets.iter().zip(&node_targets).zip(&pod_credentials).map(
         |((target, node_targets), credentials)| {
-            let context = PodContext { targets: node_targets.as_ref(), credentials };
+            let context = PodContext {
+                targets: node_targets.as_ref(),
+                credentials,
+                every_node: target.kind == Some(WorkloadKind::DaemonSet),
+            };
             inspector.inspect(&target.containers, context, options)
         },
     ))
