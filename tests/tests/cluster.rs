@@ -546,3 +546,40 @@ async fn spec_os_keeps_a_pod_to_nodes_of_its_os() {
     let message = body["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("cloud.google.com/gke-nodepool=win"), "{message}");
 }
+
+#[tokio::test]
+async fn schema_1_is_graded_by_the_nodes_runtime() {
+    let Some(cluster) = Cluster::start().await else { return };
+    Seeder::new(&cluster.registry).unwrap().push_schema1("legacy", "v1", "amd64").await.unwrap();
+    let nodes: Api<Node> = Api::all(cluster.control_plane.client().await.unwrap());
+    for (name, pool, runtime) in
+        [("old-1", "old", "containerd://1.7.27"), ("new-1", "new", "containerd://2.1.4")]
+    {
+        cluster
+            .add_node(name, &[("cloud.google.com/gke-nodepool", pool), ("kubernetes.io/arch", "amd64")], &[])
+            .await;
+        let info = json!({"status": {"nodeInfo": {"containerRuntimeVersion": runtime}}});
+        nodes
+            .patch_status(&cluster.node_name(name), &PatchParams::default(), &Patch::Merge(info))
+            .await
+            .unwrap();
+    }
+    let webhook = cluster.webhook(cluster.config()).await;
+    let review = |pool: &str| pooled(&cluster, &cluster.image("legacy:v1"), "IfNotPresent", pool);
+    // containerd 1.x still pulls schema 1: a warning (the node watch brings the runtime version).
+    let mut body = Value::Null;
+    for _ in 0..50 {
+        body = webhook.post(&review("old")).await.unwrap().1;
+        if allowed(&body) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(allowed(&body), "{body}");
+    assert_eq!(codes(&body), vec!["PG401"], "{body}");
+    assert!(body["response"]["warnings"].to_string().contains("containerd 2.0"), "{body}");
+    // containerd 2.x refuses it.
+    let (_, body) = webhook.post(&review("new")).await.unwrap();
+    assert!(!allowed(&body), "{body}");
+    assert_eq!(codes(&body), vec!["PG401"], "{body}");
+}

@@ -223,7 +223,9 @@ impl Inspector {
         if let (Ok(image), Some(outcome)) = (&*resolved.parsed, &resolved.outcome) {
             match outcome {
                 Ok(facts) => {
-                    let manifest = checks::manifest_findings(subject, facts, self.config.max_image_size);
+                    let schema1_pulled = pod.targets.is_some_and(NodeTargets::all_pull_schema1);
+                    let manifest =
+                        checks::manifest_findings(subject, facts, self.config.max_image_size, schema1_pulled);
                     // An image volume may be an OCI artifact: mounted, never run, so "not a
                     // runnable image" is no problem there, and only declared platforms compare.
                     findings.extend(

@@ -31,6 +31,17 @@ pub struct NodeFacts {
     /// so absence here is no proof.
     #[serde(skip)]
     pub images: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// `status.nodeInfo.containerRuntimeVersion`, e.g. `containerd://1.7.27`.
+    #[serde(skip)]
+    pub runtime: String,
+}
+
+impl NodeFacts {
+    /// Whether the node's runtime still pulls Docker schema 1 manifests: containerd before 2.0
+    /// (deprecated there, removed in 2.0). Any other or unknown runtime is taken not to.
+    pub fn pulls_schema1(&self) -> bool {
+        self.runtime.strip_prefix("containerd://").is_some_and(|version| version.starts_with("1."))
+    }
 }
 
 impl NodeFacts {
@@ -210,6 +221,7 @@ mod tests {
         );
         NodeFacts {
             images: Default::default(),
+            runtime: String::new(),
             name: name.into(),
             labels,
             taints: taints

@@ -116,6 +116,7 @@ mod tests {
     fn node(name: &str, pool: &str, arch: &str, taint: Option<&str>) -> NodeFacts {
         NodeFacts {
             images: Default::default(),
+            runtime: String::new(),
             name: name.into(),
             labels: BTreeMap::from([
                 ("pool".to_string(), pool.to_string()),

@@ -6,12 +6,33 @@ use std::collections::HashSet;
 use super::Subject;
 use crate::{
     config::ByteSize,
-    finding::{Code, Finding},
+    finding::{Code, Finding, Severity},
     registry::{ImageFacts, ManifestKind, manifest},
 };
 
-pub fn manifest_findings(subject: Subject<'_>, facts: &ImageFacts, max_image_size: ByteSize) -> Vec<Finding> {
+/// `schema1_pulled`: every node the pod can land on runs containerd 1.x, which still pulls schema 1.
+pub fn manifest_findings(
+    subject: Subject<'_>,
+    facts: &ImageFacts,
+    max_image_size: ByteSize,
+    schema1_pulled: bool,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
+    if facts.kind == ManifestKind::DockerSchema1 && schema1_pulled {
+        findings.push(subject.finding_with(
+            Code::Pg401,
+            Severity::Warning,
+            "Docker schema 1 manifest: pulls today, fails after the upgrade to containerd 2.0",
+            format!(
+                "{} is a Docker image manifest v2 schema 1 ({}). The nodes this pod can land on run \
+                 containerd 1.x, which still pulls it (deprecated), but containerd 2.0 removed schema 1 \
+                 support: the pull breaks with the nodes' upgrade. Re-push the image as Docker v2 schema 2 \
+                 or OCI, for example `skopeo copy --format v2s2` or `crane copy` with a current client.",
+                subject.image, facts.media_type
+            ),
+        ));
+        return findings;
+    }
     if facts.kind == ManifestKind::DockerSchema1 {
         findings.push(subject.finding(
             Code::Pg401,
@@ -119,10 +140,15 @@ mod tests {
     }
 
     fn codes(facts: &ImageFacts) -> Vec<Code> {
-        manifest_findings(Subject { container: "c", image: "i", volume: false }, facts, ByteSize(2 << 30))
-            .into_iter()
-            .map(|finding| finding.code)
-            .collect()
+        manifest_findings(
+            Subject { container: "c", image: "i", volume: false },
+            facts,
+            ByteSize(2 << 30),
+            false,
+        )
+        .into_iter()
+        .map(|finding| finding.code)
+        .collect()
     }
 
     #[test]
@@ -144,6 +170,11 @@ mod tests {
         let mut schema1 = clean.clone();
         schema1.kind = ManifestKind::DockerSchema1;
         assert_eq!(codes(&schema1), vec![Code::Pg401]);
+        // Nodes on containerd 1.x still pull it: a warning that the upgrade breaks it.
+        let subject = Subject { container: "c", image: "i", volume: false };
+        let graded = manifest_findings(subject, &schema1, ByteSize(2 << 30), true);
+        assert_eq!((graded[0].code, graded[0].severity), (Code::Pg401, Severity::Warning));
+        assert!(graded[0].message.contains("containerd 2.0"), "{}", graded[0].message);
         let mut index = clean;
         index.kind = ManifestKind::OciIndex;
         index.compressed_size = None;

@@ -13,8 +13,9 @@ use crate::{
     scheduling::{self, NodeFacts, PoolName},
 };
 
-/// Nodes of one pool and platform, and the images all of them hold so far (`None` before the first).
-type Counted = (usize, Option<BTreeSet<String>>);
+/// Nodes of one pool and platform, the images all of them hold so far (`None` before the first),
+/// and whether all of them still pull schema 1.
+type Counted = (usize, Option<BTreeSet<String>>, bool);
 
 /// Where a pod can run, as far as platforms go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +36,10 @@ pub struct Pool {
     /// (`check --platform`), whose nodes nobody knows.
     #[serde(skip)]
     pub held_by_every_node: Option<BTreeSet<String>>,
+    /// Every node of the pool runs containerd 1.x, which still pulls schema 1; `None` for
+    /// stand-in pools.
+    #[serde(skip)]
+    pub pulls_schema1: Option<bool>,
     pub nodes: usize,
 }
 
@@ -56,8 +61,10 @@ impl NodeTargets {
     pub fn from_nodes(candidates: &[&NodeFacts], pool_labels: &[String]) -> NodeTargets {
         let mut counted: BTreeMap<(PoolName<'_>, &Platform), Counted> = BTreeMap::new();
         for node in candidates {
-            let (nodes, held) = counted.entry((node.pool_name(pool_labels), &node.platform)).or_default();
+            let (nodes, held, schema1) =
+                counted.entry((node.pool_name(pool_labels), &node.platform)).or_insert((0, None, true));
             *nodes += 1;
+            *schema1 &= node.pulls_schema1();
             *held = Some(match held.take() {
                 None => (*node.images).clone(),
                 Some(so_far) => so_far.intersection(&node.images).cloned().collect(),
@@ -65,10 +72,11 @@ impl NodeTargets {
         }
         let mut pools: Vec<Pool> = counted
             .into_iter()
-            .map(|((name, platform), (nodes, held))| Pool {
+            .map(|((name, platform), (nodes, held, schema1))| Pool {
                 name: name.to_string(),
                 platform: platform.clone(),
                 held_by_every_node: Some(held.unwrap_or_default()),
+                pulls_schema1: Some(schema1),
                 nodes,
             })
             .collect();
@@ -92,6 +100,16 @@ impl NodeTargets {
         }
     }
 
+    /// Whether every candidate node is known to run containerd 1.x (which still pulls schema 1).
+    pub fn all_pull_schema1(&self) -> bool {
+        match self {
+            NodeTargets::Pools(pools) if !pools.is_empty() => {
+                pools.iter().all(|pool| pool.pulls_schema1 == Some(true))
+            }
+            _ => false,
+        }
+    }
+
     /// Stand-in nodes for `check --platform`: one pool per platform.
     pub fn from_platforms(platforms: &[Platform]) -> NodeTargets {
         NodeTargets::Pools(
@@ -101,6 +119,7 @@ impl NodeTargets {
                     name: format!("--platform {platform}"),
                     platform: platform.clone(),
                     held_by_every_node: None,
+                    pulls_schema1: None,
                     nodes: 1,
                 })
                 .collect(),
@@ -323,6 +342,7 @@ mod tests {
             list.iter()
                 .map(|(name, platform, build)| Pool {
                     held_by_every_node: None,
+                    pulls_schema1: None,
                     name: name.to_string(),
                     platform: Platform::parse(platform).unwrap().with_os_version(build),
                     nodes: 2,

@@ -88,6 +88,7 @@ mod tests {
                     held_by_every_node: Some(
                         images.iter().map(|image| image.to_string()).collect::<BTreeSet<_>>(),
                     ),
+                    pulls_schema1: Some(false),
                     nodes: 1,
                 })
                 .collect(),

@@ -122,6 +122,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
         .map(|image| image.node_image_key())
         .collect();
     NodeFacts {
+        runtime: info.map(|info| info.container_runtime_version.clone()).unwrap_or_default(),
         images: Arc::new(images),
         name: node.name_any(),
         labels,
