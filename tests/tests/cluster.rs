@@ -583,3 +583,51 @@ async fn schema_1_is_graded_by_the_nodes_runtime() {
     assert!(!allowed(&body), "{body}");
     assert_eq!(codes(&body), vec!["PG401"], "{body}");
 }
+
+#[tokio::test]
+async fn windows_hosts_run_containers_of_the_previous_ltsc() {
+    let Some(cluster) = Cluster::start().await else { return };
+    cluster
+        .add_node(
+            "win2025-1",
+            &[
+                ("cloud.google.com/gke-nodepool", "win2025"),
+                ("kubernetes.io/arch", "amd64"),
+                ("kubernetes.io/os", "windows"),
+                ("node.kubernetes.io/windows-build", "10.0.26100"),
+            ],
+            &[],
+        )
+        .await;
+    Seeder::new(&cluster.registry)
+        .unwrap()
+        .push_image("win", "ltsc2025", &ImageSpec::windows("amd64", "10.0.26100.2894"))
+        .await
+        .unwrap();
+    let webhook = cluster.webhook(cluster.config()).await;
+    let on = |pool: &str, tag: &str| {
+        let mut review =
+            cluster.review("17-create-daemonset-main-agent.json", &cluster.image(&format!("win:{tag}")));
+        review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
+            json!({"cloud.google.com/gke-nodepool": pool});
+        review
+    };
+    // Windows Server 2025 runs the ltsc2022 image (stable ABI); 2022 does not run a 2025 image.
+    let mut body = Value::Null;
+    for _ in 0..50 {
+        body = webhook.post(&on("win2025", "ltsc2022")).await.unwrap().1;
+        if !codes(&body).contains(&"PG300".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(allowed(&body) && codes(&body).is_empty(), "{body}");
+    let (_, body) = webhook.post(&on("win2025", "ltsc2025")).await.unwrap();
+    assert!(allowed(&body) && codes(&body).is_empty(), "{body}");
+    let (_, body) = webhook.post(&on("win2025", "ltsc2019")).await.unwrap();
+    assert_eq!(codes(&body), vec!["PG303"], "{body}");
+    let (_, body) = webhook.post(&on("win", "ltsc2025")).await.unwrap();
+    assert_eq!(codes(&body), vec!["PG303"], "{body}");
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(!message.contains("buildx") && !message.contains("ltsc2022 tag for"), "{message}");
+}

@@ -72,6 +72,55 @@ impl std::str::FromStr for Platform {
     }
 }
 
+/// Windows Server 2022 (ltsc2022), the first release with a stable container ABI.
+const WINDOWS_SERVER_2022: u32 = 20348;
+
+/// The long-term releases from which newer hosts run containers (containerd's
+/// `compatLTSCReleases`), ascending.
+const COMPATIBLE_LTSC_BUILDS: [u32; 1] = [WINDOWS_SERVER_2022];
+
+/// Whether a Windows host of `host` version (`10.0.26100`) runs a process-isolated container
+/// built for `container` (`10.0.20348.2700`), by containerd's rules (`platforms`,
+/// `checkWindowsHostAndContainerCompat`): major and minor must match; a host older than Windows
+/// Server 2022 needs the exact build; a newer host runs containers from the latest long-term
+/// release at or below its own build up to its own build (Server 2025 runs ltsc2022 images,
+/// Server 2022 does not run 2025 images). An unknown version on either side is no mismatch.
+pub fn windows_host_runs(host: &str, container: &str) -> bool {
+    if host.is_empty() || container.is_empty() {
+        return true;
+    }
+    let parse = |version: &str| -> Option<(u32, u32, u32)> {
+        let mut parts = version.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let build = parts.next()?.parse().ok()?;
+        Some((major, minor, build))
+    };
+    let (Some(host), Some(container)) = (parse(host), parse(container)) else {
+        // containerd reads an unparsable version as 0.0.0, which no host runs.
+        return false;
+    };
+    if (host.0, host.1) != (container.0, container.1) {
+        return false;
+    }
+    if host.2 < WINDOWS_SERVER_2022 {
+        return host.2 == container.2;
+    }
+    let oldest = COMPATIBLE_LTSC_BUILDS.iter().rev().find(|ltsc| host.2 >= **ltsc).copied().unwrap_or(0);
+    container.2 >= oldest && container.2 <= host.2
+}
+
+impl Platform {
+    /// As `docker buildx build --platform` takes it: `os/arch[/variant]`, no Windows build.
+    pub fn buildx(&self) -> String {
+        if self.variant.is_empty() {
+            format!("{}/{}", self.os, self.architecture)
+        } else {
+            format!("{}/{}/{}", self.os, self.architecture, self.variant)
+        }
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -183,6 +232,33 @@ fn version_of(variant: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// containerd `platforms` Test_PlatformCompat, with Windows Server 2025 (26100) added.
+    #[test]
+    fn platform_compat() {
+        const RS5: &str = "10.0.17763";
+        const WS2022: &str = "10.0.20348";
+        const WIN11: &str = "10.0.22621";
+        const WS2025: &str = "10.0.26100";
+        let cases = [
+            ("RS5Host_ltsc2019", RS5, "10.0.17763.5830", true),
+            ("RS5Host_ltsc2022", RS5, "10.0.20348.2700", false),
+            ("WS2022Host_ltsc2019", WS2022, "10.0.17763.5830", false),
+            ("WS2022Host_ltsc2022", WS2022, "10.0.20348.2700", true),
+            ("Wind11Host_ltsc2019", WIN11, "10.0.17763.5830", false),
+            ("Wind11Host_ltsc2022", WIN11, "10.0.20348.2700", true),
+            ("WS2025Host_ltsc2022", WS2025, "10.0.20348.2700", true),
+            ("WS2025Host_ltsc2025", WS2025, "10.0.26100.2894", true),
+            ("WS2025Host_ltsc2019", WS2025, "10.0.17763.5830", false),
+            ("WS2022Host_ltsc2025", WS2022, "10.0.26100.2894", false),
+            ("unknown host version", "", "10.0.26100.2894", true),
+            ("unknown image version", WS2022, "", true),
+            ("another major version", WS2022, "6.3.9600", false),
+        ];
+        for (name, host, container, runs) in cases {
+            assert_eq!(windows_host_runs(host, container), runs, "{name}");
+        }
+    }
 
     fn p(text: &str) -> Platform {
         Platform::parse(text).unwrap()

@@ -137,10 +137,8 @@ enum Fit {
 fn fit(node: &Platform, images: &[Platform]) -> Fit {
     let mut best = Fit::No;
     for image in images.iter().filter(|image| node.runs(image)) {
-        let build_mismatch = node.os == "windows"
-            && !image.os_version.is_empty()
-            && !node.os_version.is_empty()
-            && crate::cluster::windows_build(&image.os_version) != node.os_version;
+        let build_mismatch =
+            node.os == "windows" && !crate::platform::windows_host_runs(&node.os_version, &image.os_version);
         if !build_mismatch {
             return Fit::Runs;
         }
@@ -192,9 +190,10 @@ pub fn platform_findings(
                     "{} is built for {} but the pod's node selector asks for {platform} nodes (none are \
                      running now, so the pool is probably scaled to zero): the pull will fail with \"no \
                      match for platform in manifest\". Build and push the image for {platform} (for \
-                     example docker buildx build --platform {platform}), or change the selector.",
+                     example docker buildx build --platform {}), or change the selector.",
                     subject.image,
-                    list(images)
+                    list(images),
+                    platform.buildx()
                 ),
             )
         }),
@@ -237,8 +236,10 @@ fn pool_finding(
                 "{} is a Windows image for {} but the candidate nodes run Windows build {}: \
                  process-isolated Windows containers need the same major.minor.build, so the container \
                  fails to start (\"The container operating system does not match the host operating \
-                 system\"). Use the image variant built for the nodes' Windows version (for example an \
-                 ltsc2022 tag for 10.0.20348), or build a multi-version index.",
+                 system\"). A Windows host runs process-isolated containers of its own build, and from \
+                 Windows Server 2022 on also those of an older long-term release down to 2022; never a newer \
+                 one. Use an image built for a Windows version these nodes run (for example the one their \
+                 own build names), or publish an index with an entry per Windows version.",
                 subject.image,
                 list(images),
                 builds.join(", ")
@@ -257,7 +258,7 @@ fn pool_finding(
                 subject.image,
                 list(images),
                 describe_pools(&failing),
-                failing.first().map(|pool| pool.platform.to_string()).unwrap_or_default()
+                failing.first().map(|pool| pool.platform.buildx()).unwrap_or_default()
             ),
         ));
     }
