@@ -610,7 +610,8 @@ async fn fixing_what_a_credential_denial_says_and_retrying_at_once_is_admitted()
     let fix: &[&str] = &["patch", "serviceaccount", "default", "-n", &namespace, "-p", patch];
     denied_then_fixed(&installed, &namespace, &via_account, "PG201", (fix, None)).await;
 
-    // PG202: the named secret is created.
+    // PG202: the named secret is created (a bare Pod: for a template a missing secret is only a
+    // warning, since its pods retry).
     let mut named = pod_spec(&private);
     named["imagePullSecrets"] = json!([{"name": "late"}]);
     let late = installed.pull_secret("late", PRIVATE_PASSWORD);
@@ -618,7 +619,7 @@ async fn fixing_what_a_credential_denial_says_and_retrying_at_once_is_admitted()
     denied_then_fixed(
         &installed,
         &namespace,
-        &workload("Deployment", "named", named),
+        &workload("Pod", "named", named),
         "PG202",
         (fix, in_namespace(late)),
     )
