@@ -16,12 +16,18 @@ pub struct Platform {
     pub variant: String,
     /// Windows build (`10.0.17763.5830`); only Windows matching uses it.
     pub os_version: String,
+    /// The variant was stated (`--platform linux/amd64/v1`), not left out (Kubernetes node
+    /// labels carry none). Normalisation spells some stated variants as "" (amd64/v1, arm64/v8),
+    /// so the spelling alone cannot tell.
+    #[serde(skip)]
+    pub variant_known: bool,
 }
 
 impl Platform {
     pub fn new(os: &str, architecture: &str, variant: &str) -> Platform {
+        let variant_known = !variant.is_empty();
         let (architecture, variant) = normalize_arch(architecture, variant);
-        Platform { os: normalize_os(os), architecture, variant, os_version: String::new() }
+        Platform { os: normalize_os(os), architecture, variant_known, variant, os_version: String::new() }
     }
 
     pub fn with_os_version(mut self, version: &str) -> Platform {
@@ -47,15 +53,15 @@ impl Platform {
     }
 
     /// Whether a node of this platform runs an image built for `image`, by containerd's default
-    /// rules. The node's own variant is usually unknown (Kubernetes labels carry none): then any
-    /// variant of its architecture is accepted, rather than refusing what may well run.
+    /// rules (`platforms.Only`). The node's own variant is usually unknown (Kubernetes labels carry
+    /// none): then any variant of its architecture is accepted, rather than refusing what may well run.
     pub fn runs(&self, image: &Platform) -> bool {
         if self.os != image.os {
             return false;
         }
         // What node labels give (no variant) on the architectures that then accept every variant
         // of their own; decided without building the list below.
-        if self.variant.is_empty() && self.architecture == image.architecture && self.architecture != "arm" {
+        if !self.variant_known && self.architecture == image.architecture && self.architecture != "arm" {
             return true;
         }
         compatible_architectures(self).iter().any(|(arch, variant)| {
@@ -170,7 +176,7 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
 fn compatible_architectures(host: &Platform) -> Vec<(String, Option<String>)> {
     let exact = |arch: &str, variant: &str| (arch.to_string(), Some(variant.to_string()));
     match host.architecture.as_str() {
-        "amd64" if host.variant.is_empty() => vec![("amd64".into(), None), exact("386", "")],
+        "amd64" if !host.variant_known => vec![("amd64".into(), None), exact("386", "")],
         "amd64" => {
             let level = version_of(&host.variant).unwrap_or(1);
             let mut list: Vec<_> = (1..=level)
@@ -180,7 +186,7 @@ fn compatible_architectures(host: &Platform) -> Vec<(String, Option<String>)> {
             list
         }
         "arm64" => {
-            let mut list = if host.variant.is_empty() {
+            let mut list = if !host.variant_known {
                 vec![("arm64".into(), None)]
             } else {
                 arm64_levels(&host.variant).into_iter().map(|variant| exact("arm64", &variant)).collect()
@@ -188,10 +194,11 @@ fn compatible_architectures(host: &Platform) -> Vec<(String, Option<String>)> {
             list.extend((5..=8).rev().map(|v| exact("arm", &format!("v{v}"))));
             list
         }
-        "arm" => {
-            let level = version_of(&host.variant).unwrap_or(7);
-            (5..=level.max(5)).rev().map(|v| exact("arm", &format!("v{v}"))).collect()
-        }
+        "arm" => match version_of(&host.variant) {
+            // vN runs vN down to v5; below v5 (arm/v4) only itself.
+            Some(level) if level >= 5 => (5..=level).rev().map(|v| exact("arm", &format!("v{v}"))).collect(),
+            _ => vec![exact("arm", &host.variant)],
+        },
         other => {
             vec![(other.to_string(), if host.variant.is_empty() { None } else { Some(host.variant.clone()) })]
         }
@@ -232,6 +239,72 @@ fn version_of(variant: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// containerd `platforms` compare_test.go TestOnly: which image platforms a node of a known
+    /// platform runs.
+    #[test]
+    fn only() {
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            ("linux/amd64/v1", &["linux/amd64", "linux/386"], &["linux/amd64/v2", "linux/arm64"]),
+            (
+                "linux/amd64/v3",
+                &["linux/amd64", "linux/amd64/v2", "linux/amd64/v3", "linux/386"],
+                &["linux/amd64/v4", "windows/amd64"],
+            ),
+            (
+                "linux/arm/v8",
+                &["linux/arm/v8", "linux/arm/v7", "linux/arm/v6", "linux/arm/v5"],
+                &["linux/arm/v4"],
+            ),
+            (
+                "linux/arm/v7",
+                &["linux/arm/v7", "linux/arm/v6", "linux/arm/v5"],
+                &["linux/arm/v8", "linux/arm/v4"],
+            ),
+            ("linux/arm/v5", &["linux/arm/v5"], &["linux/arm/v6", "linux/arm/v4"]),
+            ("linux/arm/v4", &["linux/arm/v4"], &["linux/arm/v5"]),
+            (
+                "linux/arm64/v8",
+                &["linux/arm64", "linux/arm/v8", "linux/arm/v5"],
+                &["linux/arm64/v8.1", "linux/arm64/v9"],
+            ),
+            (
+                "linux/arm64/v8.2",
+                &["linux/arm64/v8.2", "linux/arm64/v8.1", "linux/arm64"],
+                &["linux/arm64/v8.3", "linux/arm64/v9"],
+            ),
+            (
+                "linux/arm64/v9.6",
+                &[
+                    "linux/arm64/v9.6",
+                    "linux/arm64/v9.1",
+                    "linux/arm64/v9",
+                    "linux/arm64/v8.11",
+                    "linux/arm64/v8.2",
+                    "linux/arm64",
+                    "linux/arm/v7",
+                ],
+                &["linux/arm64/v9.7", "linux/arm64/v8.12"],
+            ),
+            (
+                "linux/arm64/v9",
+                &["linux/arm64/v9", "linux/arm64/v8.5", "linux/arm64"],
+                &["linux/arm64/v9.1", "linux/arm64/v8.6"],
+            ),
+            // What Kubernetes nodes report: no variant, so none is refused.
+            ("linux/arm64", &["linux/arm64/v9.6", "linux/arm64/v8.2", "linux/arm64"], &["linux/amd64"]),
+            ("linux/amd64", &["linux/amd64/v4", "linux/amd64"], &["linux/arm64"]),
+        ];
+        for (node, runs, refuses) in cases {
+            let node = Platform::parse(node).unwrap();
+            for image in *runs {
+                assert!(node.runs(&Platform::parse(image).unwrap()), "{node} runs {image}");
+            }
+            for image in *refuses {
+                assert!(!node.runs(&Platform::parse(image).unwrap()), "{node} does not run {image}");
+            }
+        }
+    }
 
     /// containerd `platforms` Test_PlatformCompat, with Windows Server 2025 (26100) added.
     #[test]

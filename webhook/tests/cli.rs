@@ -430,3 +430,42 @@ async fn check_reads_image_volumes_from_manifests() {
     assert_eq!(report["findings"][0]["container"], "weights");
     assert_eq!(report["findings"][0]["volume"], true);
 }
+
+#[tokio::test]
+async fn check_compares_stated_variants_as_containerd_does() {
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    let seeder = Seeder::new(&registry).unwrap();
+    seeder.push_image("neoverse", "v1", &ImageSpec::linux("arm64/v8.2")).await.unwrap();
+    seeder.push_image("x86", "v3", &ImageSpec::linux("amd64/v3")).await.unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("registries:\n  - host: \"{host}\"\n    insecure: true\n");
+    std::fs::write(dir.path().join("pullguard.yaml"), config).unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let codes_for = move |image: String, platform: &'static str| {
+        let dir = dir_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let args = [
+                "check",
+                "--config",
+                "pullguard.yaml",
+                "--output",
+                "json",
+                "--image",
+                &image,
+                "--platform",
+                platform,
+            ];
+            codes(&json_of(&run(&args, &dir)))
+        })
+    };
+    // arm64 variants are ordered versions: v9.x runs v8.{0..x+5}; v8.0 runs no v8.2 image.
+    assert_eq!(
+        codes_for(format!("{host}/neoverse:v1"), "linux/arm64/v9.6").await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(codes_for(format!("{host}/neoverse:v1"), "linux/arm64/v8").await.unwrap(), vec!["PG301"]);
+    // An amd64 node of level v1 does not run an amd64/v3 image; without a variant nothing is refused.
+    assert_eq!(codes_for(format!("{host}/x86:v3"), "linux/amd64/v1").await.unwrap(), vec!["PG301"]);
+    assert_eq!(codes_for(format!("{host}/x86:v3"), "linux/amd64").await.unwrap(), Vec::<String>::new());
+}
