@@ -39,9 +39,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = manifest::parse(&media_type, body) else { return };
     let index = matches!(parsed, Parsed::Index { .. });
     // The resolver's own function: whatever the registry declares must not overflow or panic.
-    let (facts, config_to_read) = manifest::facts_of("", &media_type, parsed);
+    let (facts, to_read) = manifest::facts_of("", &media_type, parsed);
     assert_eq!(facts.kind.is_index(), index);
-    assert!(config_to_read.is_none() || facts.config_media_type.is_some());
+    match to_read {
+        manifest::ToRead::Config(_) => assert!(facts.config_media_type.is_some()),
+        manifest::ToRead::Children(children) => {
+            assert!(index && children.len() <= manifest::MAX_UNLABELLED_ENTRIES)
+        }
+        manifest::ToRead::Nothing => {}
+    }
     for platform in &facts.platforms {
         let _ = platform.to_string();
     }

@@ -280,6 +280,9 @@ impl ImageSpec {
 pub enum IndexEntry {
     /// An image pushed by digest and listed with its platform.
     Image(ImageSpec),
+    /// An image pushed by digest and listed without any `platform` (some build tools write
+    /// indexes so): only its config says what it runs on.
+    Unlabelled(ImageSpec),
     /// A BuildKit-style attestation manifest (platform `unknown/unknown`) for the image at
     /// position `subject` of the same entry list.
     Attestation { subject: usize },
@@ -580,12 +583,13 @@ impl Seeder {
         let mut children: Vec<Option<(Descriptor, Value)>> = vec![None; entries.len()];
         // Images first: attestations need their subject's digest.
         for (i, entry) in entries.iter().enumerate() {
-            if let IndexEntry::Image(spec) = entry {
-                let image = self.push_image_untagged(repo, spec, &format!("{repo}:{tag}[{i}]")).await?;
-                let mut json = image.descriptor().to_json();
+            let (IndexEntry::Image(spec) | IndexEntry::Unlabelled(spec)) = entry else { continue };
+            let image = self.push_image_untagged(repo, spec, &format!("{repo}:{tag}[{i}]")).await?;
+            let mut json = image.descriptor().to_json();
+            if let IndexEntry::Image(_) = entry {
                 json["platform"] = spec.platform_json();
-                children[i] = Some((image.descriptor(), json));
             }
+            children[i] = Some((image.descriptor(), json));
         }
         for (i, entry) in entries.iter().enumerate() {
             if let IndexEntry::Attestation { subject } = entry {

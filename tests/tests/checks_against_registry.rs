@@ -789,3 +789,34 @@ async fn registries_that_lie_or_stall_give_findings_within_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(3), "token stall took {:?}", started.elapsed());
     assert_eq!(codes(&inspection), vec![Code::Pg501], "{:#?}", inspection.findings);
 }
+
+/// containerd keeps index entries that name no platform and matches them by their config; so
+/// must pullguard (an index of such entries is not "no runnable platform").
+#[tokio::test]
+async fn index_entries_without_a_platform_are_read_from_their_config() {
+    use pullguard::{checks::NodeTargets, platform::Platform};
+    let registry = RegistryProcess::start_plain().await.unwrap();
+    let seeder = Seeder::new(&registry).unwrap();
+    let entries = [
+        IndexEntry::Unlabelled(ImageSpec::linux("amd64")),
+        IndexEntry::Unlabelled(ImageSpec::linux("arm64")),
+    ];
+    seeder
+        .push_index_detailed("unlabelled", "v1", &entries, pullguard_tests::seed::Format::Oci)
+        .await
+        .unwrap();
+    let inspector = inspector(vec![registry_settings(&registry)], Keyring::default());
+    let image = format!("{}/unlabelled:v1", registry.host());
+    let credentials = PodCredentials::none();
+    let deadline = Instant::now() + inspector.config().deadline.0;
+    let options = InspectOptions { offline: false, deadline, image_reports: true };
+    let containers = vec![ContainerImage::new("app", &image, ContainerKind::App)];
+    for (nodes, expected) in
+        [("linux/arm64", vec![]), ("linux/amd64", vec![]), ("linux/s390x", vec![Code::Pg301])]
+    {
+        let targets = NodeTargets::from_platforms(&[Platform::parse(nodes).unwrap()]);
+        let context = PodContext { targets: Some(&targets), credentials: &credentials, every_node: false };
+        let inspection = inspector.inspect(&containers, context, options).await;
+        assert_eq!(codes(&inspection), expected, "{nodes}: {:#?}", inspection.findings);
+    }
+}

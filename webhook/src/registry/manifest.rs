@@ -100,6 +100,9 @@ pub struct IndexEntry {
     pub digest: String,
     pub media_type: String,
     pub platform: Option<Platform>,
+    /// The entry names no platform at all (not an attestation): containerd keeps it and matches
+    /// it by its config's platform.
+    pub unlabelled: bool,
 }
 
 /// A manifest body, parsed just enough to judge it.
@@ -191,6 +194,7 @@ pub fn parse(media_type: &str, body: &[u8]) -> Result<Parsed, LookupError> {
                 .manifests
                 .into_iter()
                 .map(|entry| IndexEntry {
+                    unlabelled: entry.platform.is_none() && !is_attestation(entry.annotations.as_ref()),
                     platform: entry
                         .platform
                         .filter(|_| !is_attestation(entry.annotations.as_ref()))
@@ -303,10 +307,23 @@ impl ImageFacts {
     }
 }
 
-/// Facts from a parsed manifest, and the config blob whose platform they still lack (a runnable
-/// single-platform image names its platform only there). The one way facts are made from a
-/// registry's answer, shared with the `manifest` fuzz target.
-pub fn facts_of(digest: &str, media_type: &str, parsed: Parsed) -> (ImageFacts, Option<String>) {
+/// At most this many platform-less index entries are read (manifest and config each) for one
+/// index: each costs two requests.
+pub const MAX_UNLABELLED_ENTRIES: usize = 4;
+
+/// What facts still lack after the manifest itself: the config blob of a single-platform image
+/// (which names its platform only there), or the children of an index whose entries name no
+/// platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToRead {
+    Nothing,
+    Config(String),
+    Children(Vec<String>),
+}
+
+/// Facts from a parsed manifest, and what is still to be read for its platforms. The one way
+/// facts are made from a registry's answer, shared with the `manifest` fuzz target.
+pub fn facts_of(digest: &str, media_type: &str, parsed: Parsed) -> (ImageFacts, ToRead) {
     let mut facts = ImageFacts {
         digest: digest.to_string(),
         media_type: media_type.to_string(),
@@ -318,11 +335,20 @@ pub fn facts_of(digest: &str, media_type: &str, parsed: Parsed) -> (ImageFacts, 
         layers: Vec::new(),
         comparable_platforms: Default::default(),
     };
-    let mut config_to_read = None;
+    let mut to_read = ToRead::Nothing;
     match parsed {
         Parsed::Index { kind, artifact_type, entries } => {
             facts.kind = kind;
             facts.artifact_type = artifact_type;
+            let unlabelled: Vec<String> = entries
+                .iter()
+                .filter(|entry| entry.unlabelled)
+                .take(MAX_UNLABELLED_ENTRIES)
+                .map(|entry| entry.digest.clone())
+                .collect();
+            if !unlabelled.is_empty() {
+                to_read = ToRead::Children(unlabelled);
+            }
             facts.platforms = entries.into_iter().filter_map(|entry| entry.platform).collect();
             facts.platforms.sort();
             facts.platforms.dedup();
@@ -339,7 +365,7 @@ pub fn facts_of(digest: &str, media_type: &str, parsed: Parsed) -> (ImageFacts, 
             facts.artifact_type = artifact_type;
             facts.config_media_type = Some(config_media_type);
             if runnable_config {
-                config_to_read = Some(config_digest);
+                to_read = ToRead::Config(config_digest);
             }
         }
         Parsed::Schema1 { architecture, layers } => {
@@ -351,7 +377,7 @@ pub fn facts_of(digest: &str, media_type: &str, parsed: Parsed) -> (ImageFacts, 
             }
         }
     }
-    (facts, config_to_read)
+    (facts, to_read)
 }
 
 /// Why a manifest cannot be run as a container image, if it cannot.
@@ -382,6 +408,29 @@ pub fn not_runnable_reason(facts: &ImageFacts) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// containerd keeps index entries without a platform (and matches them by their config);
+    /// attestations, which carry `unknown/unknown`, are no such entries.
+    #[test]
+    fn unlabelled_index_entries_are_read_attestations_are_not() {
+        let digest = |n: char| format!("sha256:{}", n.to_string().repeat(64));
+        let body = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": digest('a'), "size": 1},
+                {"mediaType": OCI_MANIFEST, "digest": digest('b'), "size": 1,
+                 "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": OCI_MANIFEST, "digest": digest('c'), "size": 1,
+                 "platform": {"os": "unknown", "architecture": "unknown"},
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                 "vnd.docker.reference.digest": digest('b')}},
+            ],
+        })
+        .to_string();
+        let (facts, to_read) = facts_of("sha256:i", OCI_INDEX, parse(OCI_INDEX, body.as_bytes()).unwrap());
+        assert_eq!(to_read, ToRead::Children(vec![digest('a')]));
+        assert_eq!(facts.platforms.len(), 1);
+    }
+
     #[test]
     fn declared_sizes_saturate_instead_of_wrapping() {
         let layer = |n: u8| {
@@ -397,7 +446,7 @@ mod tests {
         let parsed = parse(OCI_MANIFEST, body.as_bytes()).unwrap();
         let (facts, config) = facts_of("sha256:x", OCI_MANIFEST, parsed);
         assert_eq!(facts.compressed_size, Some(u64::MAX));
-        assert_eq!(config, Some(format!("sha256:{}", "c".repeat(64))));
+        assert_eq!(config, ToRead::Config(format!("sha256:{}", "c".repeat(64))));
     }
 
     #[test]

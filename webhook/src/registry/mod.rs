@@ -37,7 +37,7 @@ use moka::{
 };
 use sha2::{Digest, Sha256};
 
-use self::manifest::ConfigPlatform;
+use self::manifest::{ConfigPlatform, ToRead};
 pub use self::{
     error::LookupError,
     manifest::{ImageFacts, ManifestKind, Platform},
@@ -333,12 +333,46 @@ impl Registry {
         media_type: &str,
         body: &[u8],
     ) -> Result<ImageFacts, LookupError> {
-        let (mut facts, config_to_read) =
-            manifest::facts_of(digest, media_type, manifest::parse(media_type, body)?);
-        if let Some(config_digest) = config_to_read {
-            facts.platforms = self.config_platform(endpoint, &config_digest).await?.into_iter().collect();
+        let (mut facts, to_read) = manifest::facts_of(digest, media_type, manifest::parse(media_type, body)?);
+        match to_read {
+            ToRead::Nothing => {}
+            ToRead::Config(config_digest) => {
+                facts.platforms = self.config_platform(endpoint, &config_digest).await?.into_iter().collect();
+            }
+            ToRead::Children(children) => {
+                // containerd keeps index entries without a platform and matches them by their
+                // config; so does this, instead of calling the index platform-less.
+                let read = futures::future::join_all(
+                    children.iter().map(|child| self.child_platform(endpoint, child)),
+                );
+                for platform in read.await.into_iter().flatten() {
+                    facts.platforms.push(platform);
+                }
+                facts.platforms.sort();
+                facts.platforms.dedup();
+            }
         }
         Ok(facts)
+    }
+
+    /// The platform of an index entry that names none: its manifest, then its config. `None`
+    /// when the child cannot be read or is not a runnable image (the entry stays unknown; a
+    /// failure here never fails the index).
+    async fn child_platform(&self, endpoint: &Endpoint<'_>, digest: &str) -> Option<Platform> {
+        let reply = self.transport.get_manifest(endpoint, digest).await.ok()?;
+        if reply.is_not_found() {
+            return None;
+        }
+        let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body).ok()?;
+        verified_digest(&media_type, reply.digest.as_deref(), &reply.body, Some(digest)).ok()?;
+        let (_, to_read) =
+            manifest::facts_of(digest, &media_type, manifest::parse(&media_type, &reply.body).ok()?);
+        match to_read {
+            ToRead::Config(config_digest) => {
+                self.config_platform(endpoint, &config_digest).await.ok().flatten()
+            }
+            ToRead::Nothing | ToRead::Children(_) => None,
+        }
     }
 
     /// The platform of a single-manifest image lives in its config blob.
