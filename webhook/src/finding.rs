@@ -148,20 +148,23 @@ pub struct Finding {
 impl Finding {
     /// The warning line kubectl prints: code, container (or volume) and the short summary.
     pub fn warning_line(&self) -> String {
-        let place = if self.volume { format!("volume {}", self.container) } else { self.container.clone() };
-        let line = format!("{} {place}: {}", self.code, self.summary);
-        truncate_chars(&line, 240)
+        self.warning_line_for(&self.short_place())
+    }
+
+    /// The warning line for this finding as it stands for `places` (the containers sharing it).
+    pub fn warning_line_for(&self, places: &str) -> String {
+        truncate_chars(&format!("{} {places}: {}", self.code, self.summary), 240)
+    }
+
+    /// `app`, or `volume data`: where the image is used, as a warning line names it.
+    pub fn short_place(&self) -> String {
+        if self.volume { format!("volume {}", self.container) } else { self.container.clone() }
     }
 
     /// `container "app"` or `volume "data"`, as messages name where the image is used.
     pub fn place(&self) -> String {
         let what = if self.volume { "volume" } else { "container" };
         format!("{what} {:?}", self.container)
-    }
-
-    /// The deny-message line: code, container, image, full message.
-    pub fn deny_line(&self) -> String {
-        format!("{} {} (image {}): {}", self.code, self.place(), self.image, self.message)
     }
 }
 

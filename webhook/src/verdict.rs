@@ -47,11 +47,7 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
         Mode::Warn => errors.iter().chain(warnings.iter()).copied().collect(),
         Mode::Audit => Vec::new(),
     };
-    let mut warning_lines: Vec<String> = warned.iter().take(MAX_WARNINGS).map(|f| f.warning_line()).collect();
-    if warned.len() > MAX_WARNINGS {
-        warning_lines
-            .push(format!("pullguard: {} more findings in the audit log", warned.len() - MAX_WARNINGS));
-    }
+    let warning_lines = warning_lines(&warned);
     let verdict_label = if deny {
         "denied"
     } else if !warned.is_empty() {
@@ -93,36 +89,89 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
     }
 }
 
-/// One line per failing container (or image volume), each with its codes, so `kubectl apply`
-/// output reads as a list.
-fn deny_message(errors: &[&Finding]) -> String {
-    let mut by_container: Vec<((&str, bool), Vec<&Finding>)> = Vec::new();
-    for finding in errors {
-        let place = (finding.container.as_str(), finding.volume);
-        match by_container.iter_mut().find(|(known, _)| *known == place) {
-            Some((_, list)) => list.push(finding),
-            None => by_container.push((place, vec![finding])),
+/// Findings of one image: the places (containers, image volumes) that use it, and each distinct
+/// cause once. Thirty containers sharing one bad image are one line, not thirty.
+struct ByImage<'a> {
+    image: &'a str,
+    places: Vec<String>,
+    findings: Vec<&'a Finding>,
+}
+
+fn group_by_image<'a>(findings: &[&'a Finding]) -> Vec<ByImage<'a>> {
+    let mut groups: Vec<ByImage<'a>> = Vec::new();
+    for finding in findings {
+        let index = match groups.iter().position(|group| group.image == finding.image) {
+            Some(index) => index,
+            None => {
+                groups.push(ByImage { image: &finding.image, places: Vec::new(), findings: Vec::new() });
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[index];
+        let place = finding.place();
+        if !group.places.contains(&place) {
+            group.places.push(place);
+        }
+        if !group.findings.iter().any(|known| known.code == finding.code && known.message == finding.message)
+        {
+            group.findings.push(finding);
         }
     }
-    let volumes = by_container.iter().filter(|((_, volume), _)| *volume).count();
-    let containers = by_container.len() - volumes;
-    let mut message = match (containers, volumes) {
-        (_, 0) => format!("pullguard: {containers} container(s) would fail to pull their image:"),
-        (0, _) => format!("pullguard: {volumes} image volume(s) would fail to pull their image:"),
-        _ => format!(
-            "pullguard: {containers} container(s) and {volumes} image volume(s) would fail to pull their image:"
-        ),
-    };
-    let total = by_container.len();
-    for (_, findings) in by_container.into_iter().take(MAX_DENY_LINES) {
-        let Some(first) = findings.first() else { continue };
-        let causes: Vec<String> = findings.iter().map(|f| format!("{} {}", f.code, f.message)).collect();
-        message.push_str(&format!("\n- {} (image {}): {}", first.place(), first.image, causes.join(" | ")));
+    groups
+}
+
+/// One line per failing image, naming the containers (and image volumes) that use it, so
+/// `kubectl apply` output reads as a short list.
+fn deny_message(errors: &[&Finding]) -> String {
+    let groups = group_by_image(errors);
+    let places: usize = groups.iter().map(|group| group.places.len()).sum();
+    let mut message = format!(
+        "pullguard: {} image(s) would fail to pull ({places} container(s) or volume(s)):",
+        groups.len()
+    );
+    let total = groups.len();
+    for group in groups.into_iter().take(MAX_DENY_LINES) {
+        let causes: Vec<String> =
+            group.findings.iter().map(|f| format!("{} {}", f.code, f.message)).collect();
+        message.push_str(&format!(
+            "\n- {} in {}: {}",
+            group.image,
+            group.places.join(", "),
+            causes.join(" | ")
+        ));
     }
     if total > MAX_DENY_LINES {
-        message.push_str(&format!("\n- and {} more container(s)", total - MAX_DENY_LINES));
+        message.push_str(&format!("\n- and {} more image(s)", total - MAX_DENY_LINES));
     }
     message
+}
+
+/// One `Warning:` line per image and cause, naming the containers that share it.
+fn warning_lines(warned: &[&Finding]) -> Vec<String> {
+    let mut lines: Vec<(Vec<String>, &Finding)> = Vec::new();
+    for finding in warned {
+        let place = finding.short_place();
+        match lines.iter_mut().find(|(_, known)| {
+            known.code == finding.code && known.image == finding.image && known.summary == finding.summary
+        }) {
+            Some((places, _)) => {
+                if !places.contains(&place) {
+                    places.push(place);
+                }
+            }
+            None => lines.push((vec![place], finding)),
+        }
+    }
+    let total = lines.len();
+    let mut out: Vec<String> = lines
+        .into_iter()
+        .take(MAX_WARNINGS)
+        .map(|(places, finding)| finding.warning_line_for(&places.join(", ")))
+        .collect();
+    if total > MAX_WARNINGS {
+        out.push(format!("pullguard: {} more findings in the audit log", total - MAX_WARNINGS));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -168,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn deny_message_has_one_line_per_failing_container() {
+    fn deny_message_has_one_line_per_failing_image() {
         let findings = vec![
             finding(Code::Pg101, Severity::Error, "app"),
             finding(Code::Pg402, Severity::Error, "app"),
@@ -177,6 +226,24 @@ mod tests {
         let message = decide(Mode::Enforce, &findings).message.unwrap();
         assert_eq!(message.lines().count(), 3, "{message}");
         assert!(message.contains("PG101") && message.contains("PG402") && message.contains("PG103"));
+    }
+
+    /// Thirty containers sharing one missing image: one line naming them all, and one warning.
+    #[test]
+    fn containers_sharing_an_image_share_its_line() {
+        let shared = |container: String, severity| Finding {
+            image: "r.example/app:v9".into(),
+            ..finding(Code::Pg101, severity, &container)
+        };
+        let errors: Vec<Finding> = (0..30).map(|i| shared(format!("c{i}"), Severity::Error)).collect();
+        let message = decide(Mode::Enforce, &errors).message.unwrap();
+        assert_eq!(message.lines().count(), 2, "{message}");
+        assert!(
+            message.contains("container \"c0\", container \"c1\"") && message.contains("container \"c29\"")
+        );
+        assert_eq!(message.matches("message PG101").count(), 1, "{message}");
+        let warned = decide(Mode::Warn, &errors).warnings;
+        assert_eq!(warned.len(), 1, "{warned:?}");
     }
 
     #[test]
