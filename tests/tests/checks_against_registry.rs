@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use pullguard::{
+    checks::Placement,
     config::{Config, HumanDuration, RegistryConfig},
     credentials::Keyring,
     finding::{Code, Severity},
@@ -49,7 +50,7 @@ async fn inspect(inspector: &Inspector, image: &str) -> Inspection {
     let containers = vec![ContainerImage::new("app", image, ContainerKind::App)];
     let deadline = Instant::now() + inspector.config().deadline.0;
     let credentials = PodCredentials::none();
-    let context = PodContext { targets: None, credentials: &credentials, every_node: false };
+    let context = PodContext { targets: None, credentials: &credentials, placement: Placement::Scheduled };
     inspector
         .inspect(&containers, context, InspectOptions { offline: false, deadline, image_reports: true })
         .await
@@ -308,7 +309,7 @@ async fn requests_in_flight_to_one_registry_are_bounded() {
         })
         .collect();
     let credentials = PodCredentials::none();
-    let context = PodContext { targets: None, credentials: &credentials, every_node: false };
+    let context = PodContext { targets: None, credentials: &credentials, placement: Placement::Scheduled };
     let deadline = Instant::now() + inspector.config().deadline.0;
     let started = std::time::Instant::now();
     let inspection = inspector
@@ -815,7 +816,11 @@ async fn index_entries_without_a_platform_are_read_from_their_config() {
         [("linux/arm64", vec![]), ("linux/amd64", vec![]), ("linux/s390x", vec![Code::Pg301])]
     {
         let targets = NodeTargets::from_platforms(&[Platform::parse(nodes).unwrap()]);
-        let context = PodContext { targets: Some(&targets), credentials: &credentials, every_node: false };
+        let context = PodContext {
+            targets: Some(&targets),
+            credentials: &credentials,
+            placement: Placement::Scheduled,
+        };
         let inspection = inspector.inspect(&containers, context, options).await;
         assert_eq!(codes(&inspection), expected, "{nodes}: {:#?}", inspection.findings);
     }

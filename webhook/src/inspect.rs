@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    checks::{self, CredentialUse, NodeTargets, Subject},
+    checks::{self, CredentialUse, NodeTargets, Placement, Subject},
     config::Config,
     credentials::{Credential, Keyring},
     finding::{Code, Finding},
@@ -140,8 +140,8 @@ pub struct PodContext<'a> {
     /// without `--platform` or a cluster).
     pub targets: Option<&'a NodeTargets>,
     pub credentials: &'a PodCredentials,
-    /// The pods run on every candidate node (a DaemonSet), not on one the scheduler picks.
-    pub every_node: bool,
+    /// How the pods land on the candidate nodes (picked by the scheduler, all of them, or bound).
+    pub placement: Placement,
 }
 
 impl Inspector {
@@ -234,7 +234,7 @@ impl Inspector {
                     if let Some(targets) = pod.targets
                         && !(volume && facts.platforms.is_empty())
                     {
-                        findings.extend(checks::platform_findings(subject, facts, targets, pod.every_node));
+                        findings.extend(checks::platform_findings(subject, facts, targets, pod.placement));
                     }
                 }
                 Err(error) => {

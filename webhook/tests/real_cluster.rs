@@ -969,3 +969,19 @@ async fn a_daemonset_on_a_pool_its_image_cannot_run_on_is_denied() {
     assert_admitted(&deployment);
     assert!(warnings(&deployment).iter().any(|line| line.contains("PG302")), "{deployment:?}");
 }
+
+#[tokio::test]
+async fn a_pod_bound_to_a_node_is_not_told_to_pick_a_pool() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("bound", &[]).await.unwrap();
+    let mut spec = pod_spec(&format!("{}/amdonly:v1", installed.registry.host));
+    spec["nodeName"] = json!("arm-1");
+    let denied = installed.apply(&namespace, &workload("Pod", "pinned", spec)).await.unwrap();
+    assert_denied(&denied, "creating", "PG301");
+    assert!(denied.stderr.contains("bound to its node"), "{}", denied.stderr);
+    assert!(
+        !denied.stderr.contains("add a nodeSelector"),
+        "no selector moves a bound pod: {}",
+        denied.stderr
+    );
+}

@@ -19,7 +19,7 @@ use self::workload::{WorkloadKind, changed_containers, containers, pull_inputs_c
 use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::{
-    checks::NodeTargets,
+    checks::{NodeTargets, Placement},
     cluster::ClusterState,
     config::Mode,
     credentials::Keyring,
@@ -185,13 +185,13 @@ impl Admission {
         let read = CredentialRead { namespace, spec: &spec, is_pod, budget: read_budget };
         let mut credentials = self.credentials(&read, false).await;
         let options = InspectOptions { offline: false, deadline, image_reports: false };
-        let every_node = kind == WorkloadKind::DaemonSet;
-        let context = PodContext { targets: Some(&*targets), credentials: &credentials, every_node };
+        let placement = Placement::of(kind == WorkloadKind::DaemonSet, &spec);
+        let context = PodContext { targets: Some(&*targets), credentials: &credentials, placement };
         let mut inspection = self.inspector.inspect(&wanted, context, options).await;
         if self.cluster.is_some() && inspection.findings.iter().any(is_credential_error) {
             // Cached reads may allow; a credential error must rest on what the API says now.
             credentials = self.credentials(&read, true).await;
-            let context = PodContext { targets: Some(&*targets), credentials: &credentials, every_node };
+            let context = PodContext { targets: Some(&*targets), credentials: &credentials, placement };
             inspection = self.inspector.inspect(&wanted, context, options).await;
         }
         if let Some(cluster) = &self.cluster
@@ -298,7 +298,7 @@ impl Admission {
         let mut working = Vec::new();
         for (name, keyring) in candidates {
             let alone = PodCredentials::only(name, keyring.clone());
-            let context = PodContext { targets: None, credentials: &alone, every_node: false };
+            let context = PodContext { targets: None, credentials: &alone, placement: Placement::Scheduled };
             let tried = self.inspector.inspect(&failing, context, options).await;
             if !tried.findings.iter().any(is_credential_error) {
                 working.push((name.clone(), keyring.clone()));

@@ -14,7 +14,7 @@ pub use self::{
     credentials::{CredentialUse, credential_findings, unused_secret_findings},
     lookup::lookup_findings,
     manifest::manifest_findings,
-    platform::{NodeTargets, Pool, platform_findings},
+    platform::{NodeTargets, Placement, Pool, platform_findings},
     pull_policy::{held_on_every_node, never_pulled},
     reference::reference_findings,
 };

@@ -17,6 +17,32 @@ use crate::{
 /// and whether all of them still pull schema 1.
 type Counted = (usize, Option<BTreeSet<String>>, bool);
 
+/// How the pods of a spec are placed on its candidate nodes, which decides how sure a platform
+/// mismatch is and what fix to suggest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The scheduler picks one candidate node per pod (Deployments, Jobs, ...).
+    #[default]
+    Scheduled,
+    /// A pod on every candidate node (a DaemonSet): a node that cannot run the image fails.
+    EveryNode,
+    /// Bound to one node by `spec.nodeName` (`kubectl debug`, static placement): no selector helps.
+    Bound,
+}
+
+impl Placement {
+    /// The placement of `spec`; `daemonset` for a DaemonSet's template.
+    pub fn of(daemonset: bool, spec: &PodSpec) -> Placement {
+        if spec.node_name.as_deref().is_some_and(|name| !name.is_empty()) {
+            Placement::Bound
+        } else if daemonset {
+            Placement::EveryNode
+        } else {
+            Placement::Scheduled
+        }
+    }
+}
+
 /// Where a pod can run, as far as platforms go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum NodeTargets {
@@ -159,13 +185,13 @@ fn describe_pools(pools: &[&Pool]) -> String {
         .join("; ")
 }
 
-/// `every_node`: the pods run on every candidate node (a DaemonSet), so a node that cannot run
-/// the image certainly fails, where for other workloads the scheduler may still avoid it.
+/// `placement`: with a pod on every candidate node (a DaemonSet) a node that cannot run the image
+/// certainly fails, where for other workloads the scheduler may still avoid it.
 pub fn platform_findings(
     subject: Subject<'_>,
     facts: &ImageFacts,
     targets: &NodeTargets,
-    every_node: bool,
+    placement: Placement,
 ) -> Vec<Finding> {
     let images = facts.comparable_platforms();
     if images.is_empty() {
@@ -207,7 +233,7 @@ pub fn platform_findings(
                 list(images)
             ),
         )),
-        NodeTargets::Pools(pools) => pool_finding(subject, images, pools, every_node),
+        NodeTargets::Pools(pools) => pool_finding(subject, images, pools, placement),
     };
     finding.into_iter().collect()
 }
@@ -216,7 +242,7 @@ fn pool_finding(
     subject: Subject<'_>,
     images: &[Platform],
     pools: &[Pool],
-    every_node: bool,
+    placement: Placement,
 ) -> Option<Finding> {
     let fits: Vec<(&Pool, Fit)> = pools.iter().map(|pool| (pool, fit(&pool.platform, images))).collect();
     let running: Vec<&Pool> =
@@ -254,15 +280,20 @@ fn pool_finding(
                 "{} is built for {} but every node this pod can be scheduled on runs another platform: \
                  {}. The pull fails with \"no match for platform in manifest\" (or the container with \
                  \"exec format error\"). Build the image for the nodes' platform (docker buildx build \
-                 --platform {}), or add a nodeSelector for a pool whose platform the image has.",
+                 --platform {}){}.",
                 subject.image,
                 list(images),
                 describe_pools(&failing),
-                failing.first().map(|pool| pool.platform.buildx()).unwrap_or_default()
+                failing.first().map(|pool| pool.platform.buildx()).unwrap_or_default(),
+                if placement == Placement::Bound {
+                    "; the pod is bound to its node (spec.nodeName), so no selector can move it"
+                } else {
+                    ", or add a nodeSelector for a pool whose platform the image has"
+                }
             ),
         ));
     }
-    if every_node {
+    if placement == Placement::EveryNode {
         // A DaemonSet puts a pod on every node it selects and tolerates: those that cannot run
         // the image will fail, whatever the scheduler does.
         return Some(subject.finding_with(
@@ -353,10 +384,15 @@ mod tests {
     }
 
     fn codes(facts: &ImageFacts, targets: &NodeTargets) -> Vec<Code> {
-        platform_findings(Subject { container: "c", image: "i", volume: false }, facts, targets, false)
-            .iter()
-            .map(|f| f.code)
-            .collect()
+        platform_findings(
+            Subject { container: "c", image: "i", volume: false },
+            facts,
+            targets,
+            Placement::Scheduled,
+        )
+        .iter()
+        .map(|f| f.code)
+        .collect()
     }
 
     #[test]
@@ -392,15 +428,20 @@ mod tests {
         let arm = facts(&[("linux", "arm64", Some("v8"), None)]);
         let subject = Subject { container: "c", image: "i", volume: false };
         let mixed = pools(&[("general", "linux/amd64", ""), ("graviton", "linux/arm64", "")]);
-        let finding = &platform_findings(subject, &arm, &mixed, false)[0];
+        let finding = &platform_findings(subject, &arm, &mixed, Placement::Scheduled)[0];
         assert_eq!((finding.code, finding.severity), (Code::Pg302, Severity::Warning));
         // A DaemonSet lands on every pool: the amd64 one certainly fails.
-        let daemonset = &platform_findings(subject, &arm, &mixed, true)[0];
+        let daemonset = &platform_findings(subject, &arm, &mixed, Placement::EveryNode)[0];
         assert_eq!((daemonset.code, daemonset.severity), (Code::Pg302, Severity::Error));
         assert!(daemonset.summary.contains("will fail on general"), "{}", daemonset.summary);
         assert!(finding.message.contains("general (linux/amd64"), "{}", finding.message);
         assert!(finding.message.contains("kubernetes.io/arch: arm64"), "{}", finding.message);
-        let finding = &platform_findings(subject, &arm, &pools(&[("general", "linux/amd64", "")]), false)[0];
+        let finding = &platform_findings(
+            subject,
+            &arm,
+            &pools(&[("general", "linux/amd64", "")]),
+            Placement::Scheduled,
+        )[0];
         assert!(finding.message.contains("--platform linux/amd64"), "{}", finding.message);
     }
 }

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     admission::workload::{WorkloadKind, containers},
-    checks::NodeTargets,
+    checks::{NodeTargets, Placement},
     cluster::{self, PullSecretReader},
     config::Config,
     inspect::{InspectOptions, Inspector, PodContext},
@@ -102,7 +102,7 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
                 let context = PodContext {
                     targets: Some(&targets),
                     credentials: &credentials,
-                    every_node: workload.kind == WorkloadKind::DaemonSet,
+                    placement: Placement::of(workload.kind == WorkloadKind::DaemonSet, &workload.spec),
                 };
                 let options = InspectOptions {
                     offline: false,

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     admission::workload::WorkloadKind,
-    checks::NodeTargets,
+    checks::{NodeTargets, Placement},
     cluster::{self, PullSecretReader},
     config::Config,
     inspect::{ContainerImage, ContainerKind, InspectOptions, Inspector, PodContext},
@@ -149,7 +149,7 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
             let context = PodContext {
                 targets: node_targets.as_ref(),
                 credentials,
-                every_node: target.kind == Some(WorkloadKind::DaemonSet),
+                placement: Placement::of(target.kind == Some(WorkloadKind::DaemonSet), &target.spec),
             };
             inspector.inspect(&target.containers, context, options)
         },
