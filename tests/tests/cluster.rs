@@ -631,3 +631,31 @@ async fn windows_hosts_run_containers_of_the_previous_ltsc() {
     let message = body["response"]["status"]["message"].as_str().unwrap();
     assert!(!message.contains("buildx") && !message.contains("ltsc2022 tag for"), "{message}");
 }
+
+#[tokio::test]
+async fn nodes_without_pool_labels_are_named_by_platform() {
+    let Some(cluster) = Cluster::start().await else { return };
+    // A kubeadm cluster: no pool labels, so the nodes are grouped by platform in messages.
+    for index in 0..3 {
+        cluster
+            .add_node(
+                &format!("worker-{index}"),
+                &[("group", "kubeadm"), ("kubernetes.io/arch", "amd64")],
+                &[],
+            )
+            .await;
+    }
+    Seeder::new(&cluster.registry)
+        .unwrap()
+        .push_image("armonly", "v1", &ImageSpec::linux("arm64"))
+        .await
+        .unwrap();
+    let webhook = cluster.webhook(cluster.config()).await;
+    let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("armonly:v1"));
+    review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] = json!({"group": "kubeadm"});
+    let (_, body) = webhook.post(&review).await.unwrap();
+    assert_eq!(codes(&body), vec!["PG301"], "{body}");
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("nodes without a pool label (linux/amd64, 3 node(s))"), "{message}");
+    assert!(!message.contains("worker-1"), "nodes are not listed one by one: {message}");
+}

@@ -985,3 +985,23 @@ async fn a_pod_bound_to_a_node_is_not_told_to_pick_a_pool() {
         denied.stderr
     );
 }
+
+#[tokio::test]
+async fn thirty_containers_sharing_a_missing_image_get_one_line() {
+    let installed = installed_or_skip!();
+    let namespace = installed.control_plane.namespace("thirty", &[]).await.unwrap();
+    let image = format!("{}/app:v404", installed.registry.host);
+    let containers: Vec<Value> =
+        (0..30).map(|i| json!({"name": format!("worker-{i}"), "image": image})).collect();
+    let denied = installed
+        .apply(&namespace, &workload("Pod", "thirty", json!({"containers": containers})))
+        .await
+        .unwrap();
+    assert_denied(&denied, "creating", "PG101");
+    // The header and one line for the image, naming its 30 containers (5 KB in 22 lines before).
+    assert_eq!(denied.stderr.lines().count(), 2, "{}", denied.stderr);
+    assert!(
+        denied.stderr.contains("container \"worker-0\"") && denied.stderr.contains("container \"worker-29\"")
+    );
+    assert!(denied.stderr.len() < 2000, "{} bytes", denied.stderr.len());
+}

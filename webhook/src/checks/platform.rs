@@ -84,11 +84,21 @@ impl NodeTargets {
     }
 
     /// Groups candidate nodes by pool and platform (a pool with mixed platforms appears once per platform).
+    ///
+    /// Nodes without any pool label (kubeadm clusters) are grouped by platform, not listed one by
+    /// one: thirty such nodes are one line of a message, and a single one keeps its name.
     pub fn from_nodes(candidates: &[&NodeFacts], pool_labels: &[String]) -> NodeTargets {
-        let mut counted: BTreeMap<(PoolName<'_>, &Platform), Counted> = BTreeMap::new();
+        let mut counted: BTreeMap<(Option<PoolName<'_>>, &Platform), Counted> = BTreeMap::new();
+        let mut unlabelled_names: BTreeMap<&Platform, &str> = BTreeMap::new();
         for node in candidates {
-            let (nodes, held, schema1) =
-                counted.entry((node.pool_name(pool_labels), &node.platform)).or_insert((0, None, true));
+            let pool = match node.pool_name(pool_labels) {
+                PoolName::Node(name) => {
+                    unlabelled_names.entry(&node.platform).or_insert(name);
+                    None
+                }
+                labelled => Some(labelled),
+            };
+            let (nodes, held, schema1) = counted.entry((pool, &node.platform)).or_insert((0, None, true));
             *nodes += 1;
             *schema1 &= node.pulls_schema1();
             *held = Some(match held.take() {
@@ -98,8 +108,14 @@ impl NodeTargets {
         }
         let mut pools: Vec<Pool> = counted
             .into_iter()
-            .map(|((name, platform), (nodes, held, schema1))| Pool {
-                name: name.to_string(),
+            .map(|((pool, platform), (nodes, held, schema1))| Pool {
+                name: match (pool, nodes) {
+                    (Some(pool), _) => pool.to_string(),
+                    (None, 1) => {
+                        format!("node {}", unlabelled_names.get(platform).copied().unwrap_or_default())
+                    }
+                    (None, _) => "nodes without a pool label".to_string(),
+                },
                 platform: platform.clone(),
                 held_by_every_node: Some(held.unwrap_or_default()),
                 pulls_schema1: Some(schema1),
@@ -421,6 +437,25 @@ mod tests {
         for (facts, targets, expected) in cases {
             assert_eq!(codes(facts, targets), expected, "{targets:?}");
         }
+    }
+
+    /// kubeadm clusters label no pools: nodes are grouped by platform, not listed one by one.
+    #[test]
+    fn nodes_without_a_pool_label_are_grouped_by_platform() {
+        let node = |name: String, arch: &str| NodeFacts {
+            name,
+            labels: Default::default(),
+            taints: Vec::new(),
+            platform: Platform::new("linux", arch, ""),
+            images: Default::default(),
+            runtime: String::new(),
+        };
+        let mut nodes: Vec<NodeFacts> = (0..30).map(|i| node(format!("worker-{i}"), "amd64")).collect();
+        nodes.push(node("pi".into(), "arm64"));
+        let candidates: Vec<&NodeFacts> = nodes.iter().collect();
+        let NodeTargets::Pools(pools) = NodeTargets::from_nodes(&candidates, &[]) else { panic!("pools") };
+        let named: Vec<(&str, usize)> = pools.iter().map(|pool| (pool.name.as_str(), pool.nodes)).collect();
+        assert_eq!(named, [("node pi", 1), ("nodes without a pool label", 30)]);
     }
 
     #[test]
