@@ -64,7 +64,7 @@ impl App {
                 }
             });
         }
-        let admission = Arc::new(Admission::new(inspector.clone(), cluster));
+        let admission = Arc::new(Admission::new(inspector.clone(), cluster, metrics.clone()));
         Ok(App { config, inspector, admission, ready, metrics })
     }
 

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub cache_entries: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub findings: Family<FindingLabels, Counter>,
     pub certificate_reloads: Family<ReloadLabels, Counter>,
+    pub invalid_mode_labels: Counter,
 }
 
 /// Admission latency buckets: most answers come from the cache in well under a millisecond;
@@ -118,7 +119,14 @@ impl Metrics {
             "Serving certificate changes seen, by result (swapped, rejected)",
             certificate_reloads.clone(),
         );
+        let invalid_mode_labels = Counter::default();
+        registry.register(
+            "invalid_mode_labels",
+            "Namespaces found with a pullguard.io/mode label that is no mode (counted once per namespace and value)",
+            invalid_mode_labels.clone(),
+        );
         Metrics {
+            invalid_mode_labels,
             registry,
             admissions,
             admission_duration,

@@ -82,8 +82,11 @@ fn assert_denied(output: &KubectlOutput, verb: &str, code: &str) {
     assert!(!output.success, "expected a denial with {code}, kubectl said:\n{output:?}");
     let prefix = format!("Error from server (Forbidden): error when {verb}");
     let denial = format!("admission webhook \"{WEBHOOK_NAME}\" denied the request: pullguard: ");
+    // kubectl prints the answer's `Warning:` lines first, then the error.
+    let error: String =
+        output.stderr.lines().skip_while(|line| line.starts_with("Warning: ")).collect::<Vec<_>>().join("\n");
     assert!(
-        output.stderr.starts_with(&prefix) && output.stderr.contains(&denial),
+        error.starts_with(&prefix) && error.contains(&denial),
         "kubectl did not print pullguard's denial:\n{}",
         output.stderr
     );
@@ -1004,4 +1007,57 @@ async fn thirty_containers_sharing_a_missing_image_get_one_line() {
         denied.stderr.contains("container \"worker-0\"") && denied.stderr.contains("container \"worker-29\"")
     );
     assert!(denied.stderr.len() < 2000, "{} bytes", denied.stderr.len());
+}
+
+#[tokio::test]
+async fn a_namespace_label_that_is_no_mode_is_reported() {
+    let installed = installed_or_skip!();
+    let namespace =
+        installed.control_plane.namespace("typo", &[("pullguard.io/mode", "Warn")]).await.unwrap();
+    let good = format!("{}/app:v1", installed.registry.host);
+    let metric = || async {
+        let text = pullguard_tests::registry::http_client(None)
+            .unwrap()
+            .get(format!("{}/metrics", installed.webhook.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("pullguard_invalid_mode_labels_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = metric().await;
+    // The label reaches pullguard through its namespace watch: the first answers may not see it.
+    let mut output = None;
+    for attempt in 0..50 {
+        let applied = installed
+            .apply(&namespace, &workload("Deployment", &format!("web-{attempt}"), pod_spec(&good)))
+            .await
+            .unwrap();
+        if warnings(&applied).iter().any(|line| line.contains("pullguard.io/mode=Warn")) {
+            output = Some(applied);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let output = output.expect("the invalid label is reported in the answer's warnings");
+    assert_admitted(&output);
+    assert!(
+        warnings(&output)[0].contains("is not a mode") && warnings(&output)[0].contains("enforce"),
+        "{output:?}"
+    );
+    // Still enforced: a missing image is denied, and the label is counted once, not per answer.
+    let denied = installed
+        .apply(
+            &namespace,
+            &workload("Deployment", "broken", pod_spec(&format!("{}/app:v404", installed.registry.host))),
+        )
+        .await
+        .unwrap();
+    assert_denied(&denied, "creating", "PG101");
+    assert_eq!(metric().await - before, 1.0);
 }

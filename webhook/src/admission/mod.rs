@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::{
     checks::{NodeTargets, Placement},
-    cluster::ClusterState,
+    cluster::{ClusterState, NamespaceMode},
     config::Mode,
     credentials::Keyring,
     finding::{Code, Finding, Severity},
@@ -75,11 +75,20 @@ pub struct Admission {
     inspector: Arc<Inspector>,
     cluster: Option<ClusterState>,
     targets: TargetsMemo,
+    metrics: Arc<Metrics>,
+    /// (namespace, value) of invalid mode labels already logged and counted.
+    invalid_labels_seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Admission {
-    pub fn new(inspector: Arc<Inspector>, cluster: Option<ClusterState>) -> Admission {
-        Admission { inspector, cluster, targets: TargetsMemo::default() }
+    pub fn new(inspector: Arc<Inspector>, cluster: Option<ClusterState>, metrics: Arc<Metrics>) -> Admission {
+        Admission {
+            inspector,
+            cluster,
+            targets: TargetsMemo::default(),
+            metrics,
+            invalid_labels_seen: Default::default(),
+        }
     }
 
     /// Answers one review, within `caller_timeout` (the API server's own wait) when it is
@@ -169,10 +178,11 @@ impl Admission {
         if wanted.is_empty() {
             return Outcome::Skipped(Skip::NoImageChange);
         }
-        let namespace_mode = request
-            .namespace
-            .as_deref()
-            .and_then(|namespace| self.cluster.as_ref()?.namespace_modes.mode_of(namespace));
+        let namespace_label = match (request.namespace.as_deref(), &self.cluster) {
+            (Some(namespace), Some(cluster)) => cluster.namespace_modes.mode_of(namespace),
+            _ => NamespaceMode::Unset,
+        };
+        let namespace_mode = namespace_label.mode();
         let annotation = self.mode_annotation(kind, request.namespace.as_deref(), &metadata).await;
         let mode = effective_mode(namespace_mode.unwrap_or(config.mode), annotation.as_deref());
         let budget = timeout::budget(config.deadline.0, caller_timeout);
@@ -202,13 +212,21 @@ impl Admission {
                 self.working_secrets(&wanted, &inspection.findings, &secrets, &credentials, options).await;
             add_secret_hints(&mut inspection.findings, &working, &credentials.referenced);
         }
-        let verdict = verdict::decide(mode, &inspection.findings);
+        let mut verdict = verdict::decide(mode, &inspection.findings);
+        if let (NamespaceMode::Invalid(value), Some(namespace)) =
+            (&namespace_label, request.namespace.as_deref())
+        {
+            verdict.warnings.insert(0, self.invalid_label(namespace, value, config.mode));
+        }
         Outcome::Checked { mode, findings: inspection.findings, verdict }
     }
 }
 
 /// At most this long is spent reading a CronJob's annotation for one of its Jobs.
 const OWNER_READ_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How the invalid mode label of a namespace is reported (every answer in it carries the line).
+const INVALID_LABEL_HELP: &str = "is not a mode (enforce, warn or audit, lowercase)";
 
 /// What the pod's pull credentials are read for.
 struct CredentialRead<'a> {
@@ -231,6 +249,23 @@ fn is_credential_error(finding: &Finding) -> bool {
 const HINT_CANDIDATES: usize = 4;
 
 impl Admission {
+    /// The `Warning:` line for a namespace whose mode label is no mode; logged and counted once
+    /// per namespace and value, so a misconfigured namespace does not flood logs or metrics.
+    fn invalid_label(&self, namespace: &str, value: &str, configured: Mode) -> String {
+        let first = self
+            .invalid_labels_seen
+            .lock()
+            .is_ok_and(|mut seen| seen.insert((namespace.to_string(), value.to_string())));
+        if first {
+            warn!(namespace, value, "ignoring invalid {MODE_ANNOTATION} namespace label");
+            self.metrics.invalid_mode_labels.inc();
+        }
+        format!(
+            "pullguard: namespace {namespace} has the label {MODE_ANNOTATION}={value}, which {INVALID_LABEL_HELP}: \
+             the configured mode {configured} applies"
+        )
+    }
+
     /// The object's `pullguard.io/mode` annotation, or, for a Job its CronJob created (whose
     /// controller does not copy the CronJob's annotations), the CronJob's: objects a controller
     /// makes from a checked template are checked again, in their owner's mode.

@@ -12,7 +12,7 @@ use std::path::Path;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use self::{
-    namespaces::NamespaceModes,
+    namespaces::{NamespaceMode, NamespaceModes},
     nodes::{NodeInventory, node_facts, windows_build},
     owners::OwnerModes,
     secrets::{AccountRead, Listing, PullSecretReader, SecretRead},

@@ -46,16 +46,36 @@ impl NamespaceModes {
         self.store.wait_until_ready().await.is_ok()
     }
 
-    /// The namespace's mode, if it sets a valid one.
-    pub fn mode_of(&self, namespace: &str) -> Option<Mode> {
-        let found: Arc<Namespace> = self.store.get(&reflector::ObjectRef::new(namespace))?;
-        let value = found.labels().get(MODE_LABEL)?;
-        match value.parse() {
-            Ok(mode) => Some(mode),
-            Err(error) => {
-                warn!(namespace, %error, "ignoring invalid {MODE_LABEL} label");
-                None
-            }
+    /// What the namespace's `pullguard.io/mode` label says.
+    pub fn mode_of(&self, namespace: &str) -> NamespaceMode {
+        let Some(found) = self.store.get(&reflector::ObjectRef::new(namespace)) else {
+            return NamespaceMode::Unset;
+        };
+        let found: Arc<Namespace> = found;
+        match found.labels().get(MODE_LABEL) {
+            None => NamespaceMode::Unset,
+            Some(value) => match value.parse() {
+                Ok(mode) => NamespaceMode::Set(mode),
+                Err(_) => NamespaceMode::Invalid(value.clone()),
+            },
+        }
+    }
+}
+
+/// A namespace's `pullguard.io/mode` label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceMode {
+    Unset,
+    Set(Mode),
+    /// A value that is no mode (`Warn`, `off`): the configured mode applies, and the user is told.
+    Invalid(String),
+}
+
+impl NamespaceMode {
+    pub fn mode(&self) -> Option<Mode> {
+        match self {
+            NamespaceMode::Set(mode) => Some(*mode),
+            NamespaceMode::Unset | NamespaceMode::Invalid(_) => None,
         }
     }
 }
