@@ -97,6 +97,43 @@ fn assert_admitted(output: &KubectlOutput) {
     assert!(output.success, "expected kubectl to succeed:\n{output:?}");
 }
 
+/// Waits until the controller manager has made at least `count` objects of `K` in `namespace`,
+/// and returns them.
+async fn until_made<K>(installed: &Installed, namespace: &str, count: usize) -> Vec<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let objects: Api<K> = Api::namespaced(installed.control_plane.client().await.unwrap(), namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = objects.list(&ListParams::default()).await.unwrap().items;
+        if list.len() >= count {
+            return list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller manager made {} of {count}",
+            list.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the webhook has logged the admission of a `kind` in `namespace`, and returns the
+/// namespace's admission lines (written in batches by a thread of their own).
+async fn until_logged(installed: &Installed, namespace: &str, kind: &str) -> Vec<Value> {
+    eventually("the admission in the log", Duration::from_secs(20), || {
+        let logged = installed.logged_admissions(namespace);
+        async move { logged.iter().any(|line| line["kind"] == kind) }
+    })
+    .await
+    .unwrap();
+    installed.logged_admissions(namespace)
+}
+
 /// kubectl's `Warning:` lines.
 fn warnings(output: &KubectlOutput) -> Vec<&str> {
     output.stderr.lines().filter(|line| line.starts_with("Warning: ")).collect()
@@ -254,23 +291,9 @@ async fn pods_created_by_controllers_are_not_sent() {
         &installed.apply(&namespace, &workload("Deployment", "web", pod_spec(&good))).await.unwrap(),
     );
 
-    let client = installed.control_plane.client().await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client, &namespace);
-    eventually("the controller manager creating the Deployment's Pod", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        async move { pods.list(&ListParams::default()).await.is_ok_and(|list| !list.items.is_empty()) }
-    })
-    .await
-    .unwrap();
-    // The ReplicaSet is sent (it is a workload); wait for its line, written after the Pod's
-    // would have been.
-    eventually("the ReplicaSet's admission in the log", Duration::from_secs(20), || {
-        let logged = installed.logged_admissions(&namespace);
-        async move { logged.iter().any(|line| line["kind"] == "ReplicaSet") }
-    })
-    .await
-    .unwrap();
-    let logged = installed.logged_admissions(&namespace);
+    until_made::<Pod>(&installed, &namespace, 1).await;
+    // The ReplicaSet is sent (it is a workload); its line is written after the Pod's would have been.
+    let logged = until_logged(&installed, &namespace, "ReplicaSet").await;
     assert!(
         !logged.iter().any(|line| line["kind"] == "Pod"),
         "the matchCondition keeps controller-owned Pods from pullguard: {logged:?}"
@@ -431,14 +454,7 @@ async fn audit_reads_the_live_cluster_with_read_only_rights() {
     assert_admitted(&installed.apply(&namespace, &nightly).await.unwrap());
     // The controller manager makes the Deployments' ReplicaSets and Pods: copies of checked
     // templates, which audit skips as the webhook does.
-    let client = installed.control_plane.client().await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client, &namespace);
-    eventually("the Deployments' Pods", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        async move { pods.list(&ListParams::default()).await.is_ok_and(|list| list.items.len() >= 3) }
-    })
-    .await
-    .unwrap();
+    until_made::<Pod>(&installed, &namespace, 3).await;
 
     // The viewer may read what audit reads, and nothing else.
     let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -801,16 +817,8 @@ async fn kubectl_debug_on_a_controllers_pod_is_checked() {
     assert_admitted(
         &installed.apply(&namespace, &workload("Deployment", "web", pod_spec(&good))).await.unwrap(),
     );
-    let pods: Api<Pod> = Api::namespaced(installed.control_plane.client().await.unwrap(), &namespace);
-    let mut name = None;
-    for _ in 0..300 {
-        if let Some(pod) = pods.list(&ListParams::default()).await.unwrap().items.into_iter().next() {
-            name = pod.metadata.name;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let pod = format!("pod/{}", name.expect("the controller manager made the Deployment's pod"));
+    let made = until_made::<Pod>(&installed, &namespace, 1).await;
+    let pod = format!("pod/{}", made[0].metadata.name.clone().unwrap());
     let denied = installed
         .kubectl(&["debug", "-n", &namespace, &pod, &format!("--image={missing}"), "-c", "dbg"], None)
         .await
@@ -889,21 +897,8 @@ async fn objects_a_controller_makes_keep_their_owners_mode() {
     let mut web = workload("Deployment", "web", pod_spec(&missing));
     web["metadata"]["annotations"] = warn;
     assert_admitted(&installed.apply(&namespace, &web).await.unwrap());
-    let replicasets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
-        Api::namespaced(installed.control_plane.client().await.unwrap(), &namespace);
-    eventually("the Deployment's ReplicaSet", Duration::from_secs(60), || {
-        let replicasets = replicasets.clone();
-        async move { replicasets.list(&ListParams::default()).await.is_ok_and(|list| !list.items.is_empty()) }
-    })
-    .await
-    .unwrap();
-    eventually("the ReplicaSet's admission in the log", Duration::from_secs(20), || {
-        let logged = installed.logged_admissions(&namespace);
-        async move { logged.iter().any(|line| line["kind"] == "ReplicaSet") }
-    })
-    .await
-    .unwrap();
-    let logged = installed.logged_admissions(&namespace);
+    until_made::<k8s_openapi::api::apps::v1::ReplicaSet>(&installed, &namespace, 1).await;
+    let logged = until_logged(&installed, &namespace, "ReplicaSet").await;
     let replicaset = logged.iter().find(|line| line["kind"] == "ReplicaSet").unwrap();
     assert_eq!(replicaset["verdict"], "warn:allowed", "{logged:?}");
 }
