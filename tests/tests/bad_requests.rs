@@ -188,7 +188,7 @@ async fn thirty_malformed_requests() {
 /// A raw TLS connection, for what HTTP clients will not send.
 async fn raw_tls(webhook: &Webhook) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile_certs(&webhook.ca_pem) {
+    for cert in ca_certificates(&webhook.ca_pem) {
         roots.add(cert).unwrap();
     }
     let config =
@@ -202,7 +202,7 @@ async fn raw_tls(webhook: &Webhook) -> tokio_rustls::client::TlsStream<tokio::ne
     connector.connect("localhost".try_into().unwrap(), stream).await.unwrap()
 }
 
-fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+fn ca_certificates(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).map(Result::unwrap).collect()
 }

@@ -15,6 +15,7 @@ use std::{
 };
 
 use reqwest::{Method, StatusCode, header};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -853,7 +854,7 @@ fn build_client(
         let pem = std::fs::read(path)
             .map_err(|source| TransportBuildError::ReadCa { path: path.clone(), source })?;
         let mut added = 0;
-        for certificate in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+        for certificate in CertificateDer::pem_slice_iter(&pem).flatten() {
             if roots.add(certificate).is_ok() {
                 added += 1;
             }

@@ -15,7 +15,7 @@ use rcgen::{
 use rustls::{
     ServerConfig,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer},
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
@@ -100,14 +100,12 @@ pub fn certified_key(
     key_path: &Path,
 ) -> Result<CertifiedKey, TlsError> {
     let chain: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut &cert_pem[..]).filter_map(Result::ok).collect();
+        CertificateDer::pem_slice_iter(cert_pem).filter_map(Result::ok).collect();
     if chain.is_empty() {
         return Err(TlsError::NoCertificate { path: cert_path.to_path_buf() });
     }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .ok()
-        .flatten()
-        .ok_or_else(|| TlsError::NoKey { path: key_path.to_path_buf() })?;
+    let key: PrivateKeyDer<'static> = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| TlsError::NoKey { path: key_path.to_path_buf() })?;
     let signing_key = provider()
         .key_provider
         .load_private_key(key)
