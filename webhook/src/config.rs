@@ -39,6 +39,10 @@ pub enum ConfigError {
     },
 }
 
+/// The key of the namespace label and of the object annotation that set a mode. One key for both:
+/// users write the same thing in either place.
+pub const MODE_KEY: &str = "pullguard.io/mode";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 /// Ordered from the most permissive to the strictest, so "may only relax" is a `min`.

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use crate::{
     checks::{NodeTargets, Placement},
     cluster::{ClusterState, NamespaceMode},
-    config::Mode,
+    config::{MODE_KEY, Mode},
     credentials::Keyring,
     finding::{Code, Finding, Severity},
     inspect::{ContainerImage, InspectOptions, Inspector, PodContext},
@@ -33,9 +33,6 @@ use crate::{
 
 /// At most this long is spent reading pull secrets and service accounts for one admission.
 const SECRET_READ_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Object annotation that may relax (never tighten) the mode for one workload.
-pub const MODE_ANNOTATION: &str = "pullguard.io/mode";
 
 /// Why a request was allowed without any check; recorded in the audit annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,11 +254,11 @@ impl Admission {
             .lock()
             .is_ok_and(|mut seen| seen.insert((namespace.to_string(), value.to_string())));
         if first {
-            warn!(namespace, value, "ignoring invalid {MODE_ANNOTATION} namespace label");
+            warn!(namespace, value, "ignoring invalid {MODE_KEY} namespace label");
             self.metrics.invalid_mode_labels.inc();
         }
         format!(
-            "pullguard: namespace {namespace} has the label {MODE_ANNOTATION}={value}, which {INVALID_LABEL_HELP}: \
+            "pullguard: namespace {namespace} has the label {MODE_KEY}={value}, which {INVALID_LABEL_HELP}: \
              the configured mode {configured} applies"
         )
     }
@@ -364,7 +361,7 @@ fn effective_mode(configured: Mode, requested: Option<&str>) -> Mode {
     match requested.map(|value| value.parse::<Mode>()) {
         Some(Ok(mode)) => configured.min(mode),
         Some(Err(error)) => {
-            warn!(%error, "ignoring invalid {MODE_ANNOTATION} annotation");
+            warn!(%error, "ignoring invalid {MODE_KEY} annotation");
             configured
         }
         None => configured,

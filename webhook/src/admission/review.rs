@@ -256,7 +256,7 @@ fn mode_annotation<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut mode = None;
-            while let Some(key) = map.next_key_seed(KeyIs(super::MODE_ANNOTATION))? {
+            while let Some(key) = map.next_key_seed(KeyIs(crate::config::MODE_KEY))? {
                 if key {
                     mode = Some(map.next_value::<String>()?);
                 } else {

@@ -11,9 +11,7 @@ use kube::{
 };
 use tracing::warn;
 
-use crate::config::Mode;
-
-pub const MODE_LABEL: &str = "pullguard.io/mode";
+use crate::config::{MODE_KEY, Mode};
 
 #[derive(Clone)]
 pub struct NamespaceModes {
@@ -25,7 +23,7 @@ impl NamespaceModes {
     pub fn start(client: kube::Client) -> NamespaceModes {
         let (store, writer) = reflector::store();
         let api: Api<Namespace> = Api::all(client);
-        let stream = watcher(api, watcher::Config::default().labels(MODE_LABEL))
+        let stream = watcher(api, watcher::Config::default().labels(MODE_KEY))
             .default_backoff()
             .modify(strip)
             .reflect(writer)
@@ -52,7 +50,7 @@ impl NamespaceModes {
             return NamespaceMode::Unset;
         };
         let found: Arc<Namespace> = found;
-        match found.labels().get(MODE_LABEL) {
+        match found.labels().get(MODE_KEY) {
             None => NamespaceMode::Unset,
             Some(value) => match value.parse() {
                 Ok(mode) => NamespaceMode::Set(mode),
@@ -84,7 +82,7 @@ impl NamespaceMode {
 fn strip(namespace: &mut Namespace) {
     namespace.managed_fields_mut().clear();
     namespace.annotations_mut().clear();
-    namespace.labels_mut().retain(|key, _| key == MODE_LABEL);
+    namespace.labels_mut().retain(|key, _| key == MODE_KEY);
     namespace.spec = None;
     namespace.status = None;
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use kube::Api;
 use moka::future::Cache;
 
-use crate::admission::MODE_ANNOTATION;
+use crate::config::MODE_KEY;
 
 /// A changed annotation is seen within this long.
 const TTL: Duration = Duration::from_secs(30);
@@ -35,9 +35,7 @@ impl OwnerModes {
         let read = async {
             let api: Api<CronJob> = Api::namespaced(self.client.clone(), namespace);
             match api.get_metadata_opt(name).await {
-                Ok(Some(cronjob)) => {
-                    cronjob.metadata.annotations.and_then(|mut map| map.remove(MODE_ANNOTATION))
-                }
+                Ok(Some(cronjob)) => cronjob.metadata.annotations.and_then(|mut map| map.remove(MODE_KEY)),
                 Ok(None) | Err(_) => None,
             }
         };
