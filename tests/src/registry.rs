@@ -279,7 +279,6 @@ impl RegistryProcess {
             ca_path: self.ca_path().map(Path::to_path_buf),
             ca_pem: self.ca_pem().map(str::to_owned),
             credentials: self.credentials.clone(),
-            log_path: self.log_path.clone(),
         };
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?).keep();
         keeper.adopt_dir(&dir)?;
@@ -463,7 +462,6 @@ pub struct SharedRegistry {
     pub ca_path: Option<PathBuf>,
     pub ca_pem: Option<String>,
     pub credentials: Option<(String, String)>,
-    pub log_path: PathBuf,
 }
 
 impl SharedRegistry {

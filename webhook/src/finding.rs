@@ -103,6 +103,17 @@ impl Code {
     pub fn is_registry_unavailable(self) -> bool {
         matches!(self, Code::Pg501 | Code::Pg504 | Code::Pg505)
     }
+
+    /// Findings that say the pull will not be authorised (PG200, "not verified", is not one).
+    pub fn is_credential(self) -> bool {
+        matches!(self, Code::Pg201 | Code::Pg202 | Code::Pg203 | Code::Pg204 | Code::Pg205 | Code::Pg206)
+    }
+
+    /// Credential findings a pull secret of the namespace could fix: none given, a missing one,
+    /// none for this registry.
+    pub fn wants_a_secret(self) -> bool {
+        matches!(self, Code::Pg201 | Code::Pg202 | Code::Pg204)
+    }
 }
 
 impl fmt::Display for Code {

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use crate::{
     cluster::{AccountRead, PullSecretReader, SecretRead},
     credentials::{Keyring, SecretProblem},
-    finding::{Code, Finding, Severity},
+    finding::{Finding, Severity},
     reference::ImageRef,
 };
 
@@ -154,9 +154,10 @@ pub fn add_secret_hints(
     namespace_secrets: &[(String, Keyring)],
     referenced: &[String],
 ) {
-    for finding in findings.iter_mut().filter(|finding| {
-        matches!(finding.code, Code::Pg201 | Code::Pg202 | Code::Pg204) && finding.severity == Severity::Error
-    }) {
+    for finding in findings
+        .iter_mut()
+        .filter(|finding| finding.code.wants_a_secret() && finding.severity == Severity::Error)
+    {
         let Ok(image) = ImageRef::parse(&finding.image) else { continue };
         let candidates: Vec<&str> = namespace_secrets
             .iter()
@@ -179,6 +180,7 @@ pub fn add_secret_hints(
 mod tests {
     use super::*;
     use crate::credentials::Credential;
+    use crate::finding::Code;
 
     #[test]
     fn hints_name_unreferenced_matching_secrets() {

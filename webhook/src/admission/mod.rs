@@ -23,7 +23,7 @@ use crate::{
     cluster::{ClusterState, NamespaceMode},
     config::{MODE_KEY, Mode},
     credentials::Keyring,
-    finding::{Code, Finding, Severity},
+    finding::{Finding, Severity},
     inspect::{ContainerImage, InspectOptions, Inspector, PodContext},
     metrics::{AdmissionLabels, FindingLabels, Metrics},
     pod_credentials::{PodCredentials, add_secret_hints},
@@ -202,7 +202,8 @@ impl Admission {
             inspection = self.inspector.inspect(&wanted, context, options).await;
         }
         if let Some(cluster) = &self.cluster
-            && inspection.findings.iter().any(|f| matches!(f.code, Code::Pg201 | Code::Pg202 | Code::Pg204))
+            // Hints are for errors only: a template's "does not exist yet" needs none.
+            && inspection.findings.iter().any(|f| is_credential_error(f) && f.code.wants_a_secret())
             && let Some(secrets) = cluster.pull_secrets.listing(namespace).await
         {
             let working =
@@ -235,11 +236,7 @@ struct CredentialRead<'a> {
 
 /// A finding about credentials that would deny (or, in warn mode, warn about) the pull.
 fn is_credential_error(finding: &Finding) -> bool {
-    finding.severity == Severity::Error
-        && matches!(
-            finding.code,
-            Code::Pg201 | Code::Pg202 | Code::Pg203 | Code::Pg204 | Code::Pg205 | Code::Pg206
-        )
+    finding.severity == Severity::Error && finding.code.is_credential()
 }
 
 /// How many unreferenced secrets are tried for the "add imagePullSecrets" hint of one denial.
@@ -275,11 +272,11 @@ impl Admission {
         if let Some(own) = metadata.mode_annotation.as_deref() {
             return Some(Cow::Borrowed(own));
         }
-        let owner = metadata.controller.as_ref().filter(|owner| owner.kind == "CronJob")?;
-        let (cluster, namespace) = (self.cluster.as_ref()?, namespace?);
         if kind != WorkloadKind::Job {
             return None;
         }
+        let owner = metadata.controller.as_ref().filter(|owner| owner.kind == "CronJob")?;
+        let (cluster, namespace) = (self.cluster.as_ref()?, namespace?);
         let read = cluster.owner_modes.cronjob_mode(namespace, &owner.name);
         tokio::time::timeout(OWNER_READ_BUDGET, read).await.ok().flatten().map(Cow::Owned)
     }

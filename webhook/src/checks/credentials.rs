@@ -118,31 +118,23 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
             ),
         );
     }
-    if !pod.missing.is_empty() && pod.template {
-        let names = pod.missing.join(", ");
-        return subject.finding_with(
-            Code::Pg202,
-            Severity::Warning,
-            format!("imagePullSecret {names} does not exist yet"),
-            format!(
-                "{registry} requires credentials and {} names the pull secret(s) {names}, which do not exist \
-                 yet in the namespace: pods will not start until they do (the kubelet retries). If nothing is \
-                 about to create them (the rest of a bundle, an operator), create them (kubectl create secret \
-                 docker-registry {} --docker-server={registry} ...) or fix the name.",
-                pod.origin,
-                pod.missing.first().map(String::as_str).unwrap_or_default()
-            ),
-        );
-    }
     if !pod.missing.is_empty() {
         let names = pod.missing.join(", ");
-        return subject.finding(
+        // A template's pods retry until the secret appears (the rest of a bundle, an operator);
+        // a bare Pod pulls once it is created.
+        let (severity, yet, consequence) = if pod.template {
+            (Severity::Warning, " yet", "pods will not start until they do (the kubelet retries)")
+        } else {
+            (Severity::Error, "", "the kubelet pulls without them and gets 401")
+        };
+        return subject.finding_with(
             Code::Pg202,
-            format!("imagePullSecret {names} does not exist"),
+            severity,
+            format!("imagePullSecret {names} does not exist{yet}"),
             format!(
-                "{registry} requires credentials and {} names the pull secret(s) {names}, which do not exist \
-                 in the namespace: the kubelet pulls without them and gets 401. Create the secret (kubectl \
-                 create secret docker-registry {} --docker-server={registry} ...) or fix the name.",
+                "{registry} requires credentials and {} names the pull secret(s) {names}, which do not exist{yet} \
+                 in the namespace: {consequence}. Create the secret (kubectl create secret docker-registry {} \
+                 --docker-server={registry} ...) or fix the name.",
                 pod.origin,
                 pod.missing.first().map(String::as_str).unwrap_or_default()
             ),
