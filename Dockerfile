@@ -40,15 +40,17 @@ WORKDIR /src
 
 # Dependency layer: the manifests, the lock file and stub sources only. This layer (every
 # compiled dependency) is rebuilt only when a Cargo.toml or Cargo.lock changes, not when
-# pullguard's own sources do. `tests` and `bench` are workspace members, so their manifests (and
+# pullguard's own sources do (its core crate included). `tests` and `bench` are workspace members, so their manifests (and
 # stub sources) must exist for Cargo to load the workspace; pullguard depends on neither.
 COPY Cargo.toml Cargo.lock ./
 COPY webhook/Cargo.toml webhook/Cargo.toml
+COPY webhook/core/Cargo.toml webhook/core/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
 COPY bench/Cargo.toml bench/Cargo.toml
-RUN mkdir -p webhook/src tests/src bench/src \
+RUN mkdir -p webhook/src webhook/core/src tests/src bench/src \
     && echo 'fn main() {}' > webhook/src/main.rs \
     && : > webhook/src/lib.rs \
+    && : > webhook/core/src/lib.rs \
     && : > tests/src/lib.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
     && cargo build --release --locked -p pullguard --target "$(uname -m)-unknown-linux-musl"
@@ -56,7 +58,8 @@ RUN mkdir -p webhook/src tests/src bench/src \
 # The real sources. COPY keeps the files' own modification times, which can be older than the
 # stubs built above: touch them so that Cargo rebuilds the pullguard crate for certain.
 COPY webhook/src webhook/src
-RUN find webhook/src -type f -exec touch {} + \
+COPY webhook/core/src webhook/core/src
+RUN find webhook/src webhook/core/src -type f -exec touch {} + \
     && cargo build --release --locked -p pullguard --target "$(uname -m)-unknown-linux-musl" \
     && mkdir -p /out \
     && cp "target/$(uname -m)-unknown-linux-musl/release/pullguard" /out/pullguard \

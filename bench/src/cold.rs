@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use pullguard::{
+use pullguard_core::{
     config::{Config, RegistryConfig},
     credentials::Keyring,
 };

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Result, ensure};
 use futures::future::join_all;
-use pullguard::{
+use pullguard_core::{
     config::{Config, HumanDuration, RegistryConfig},
     credentials::Keyring,
 };
@@ -83,7 +83,7 @@ pub async fn measure(table: &mut Table) -> Result<()> {
     // The README promises a HEAD (not a pull on Docker Hub) when a cached tag expires.
     let short_ttl = Config {
         registries: vec![registry_settings(&registry)],
-        cache: pullguard::config::CacheConfig {
+        cache: pullguard_core::config::CacheConfig {
             tag_ttl: HumanDuration(Duration::from_millis(300)),
             ..Default::default()
         },

@@ -6,12 +6,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pullguard::{
-    admission::{
-        ObjectJson, ReviewRequest,
-        workload::{WorkloadKind, changed_containers, containers},
-    },
+use pullguard::admission::{ObjectJson, ReviewRequest};
+use pullguard_core::{
     reference::ImageRef,
+    workload::{WorkloadKind, changed_containers, containers},
 };
 
 fuzz_target!(|data: &[u8]| {

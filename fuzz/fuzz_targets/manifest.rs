@@ -4,9 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pullguard::registry::manifest::{
-    self, ConfigPlatform, DOCKER_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, DOCKER_V2, OCI_INDEX,
-    OCI_MANIFEST, Parsed,
+use pullguard_core::{
+    facts::{self, ToRead},
+    manifest::{
+        self, ConfigPlatform, DOCKER_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, DOCKER_V2, OCI_INDEX,
+        OCI_MANIFEST, Parsed,
+    },
 };
 
 const MEDIA_TYPES: [&str; 6] =
@@ -39,14 +42,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = manifest::parse(&media_type, body) else { return };
     let index = matches!(parsed, Parsed::Index { .. });
     // The resolver's own function: whatever the registry declares must not overflow or panic.
-    let (facts, to_read) = manifest::facts_of("", &media_type, parsed);
+    let (facts, to_read) = facts::facts_of("", &media_type, parsed);
     assert_eq!(facts.kind.is_index(), index);
     match to_read {
-        manifest::ToRead::Config(_) => assert!(facts.config_media_type.is_some()),
-        manifest::ToRead::Children(children) => {
-            assert!(index && children.len() <= manifest::MAX_UNLABELLED_ENTRIES)
+        ToRead::Config(_) => assert!(facts.config_media_type.is_some()),
+        ToRead::Children(children) => {
+            assert!(index && children.len() <= facts::MAX_UNLABELLED_ENTRIES)
         }
-        manifest::ToRead::Nothing => {}
+        ToRead::Nothing => {}
     }
     for platform in &facts.platforms {
         let _ = platform.to_string();
@@ -56,5 +59,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = platform.to_string();
     }
     let _ = facts.layers.iter().filter(|layer| layer.is_empty_layer()).count();
-    let _ = manifest::not_runnable_reason(&facts);
+    let _ = facts::not_runnable_reason(&facts);
 });

@@ -6,9 +6,11 @@ use std::{path::PathBuf, sync::Arc};
 use anyhow::{Context, Result};
 use pullguard::{
     app::App,
+    server::{self, Running, tls},
+};
+use pullguard_core::{
     config::{Config, RegistryConfig},
     credentials::Keyring,
-    server::{self, Running, tls},
 };
 use serde_json::Value;
 

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pullguard::{config::Config, credentials::Keyring};
+use pullguard_core::{config::Config, credentials::Keyring};
 use pullguard_tests::webhook::{Webhook, fixture};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

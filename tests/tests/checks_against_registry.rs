@@ -7,13 +7,16 @@
 use std::{sync::Arc, time::Duration};
 
 use pullguard::{
+    inspect::{InspectOptions, Inspection, Inspector, PodContext},
+    registry::Registry,
+};
+use pullguard_core::{
     checks::Placement,
     config::{Config, HumanDuration, RegistryConfig},
     credentials::Keyring,
     finding::{Code, Severity},
-    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspection, Inspector, PodContext},
     pod_credentials::PodCredentials,
-    registry::Registry,
+    workload::{ContainerImage, ContainerKind},
 };
 use pullguard_tests::{
     fake::{Behaviour, FakeRegistry, Route, closed_port},
@@ -167,11 +170,11 @@ async fn findings_are_regraded_and_silenced_by_config() {
     let seeder = Seeder::new(&registry).expect("seeder");
     seeder.push_image("app", "latest", &ImageSpec::linux("amd64")).await.unwrap();
     let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
-    config.findings.insert(Code::Pg601, pullguard::config::Grade::Error);
+    config.findings.insert(Code::Pg601, pullguard_core::config::Grade::Error);
     let strict = inspector_with(config.clone(), Keyring::default());
     let inspection = inspect(&strict, &format!("{}/app:latest", registry.host())).await;
     assert_eq!(inspection.findings[0].severity, Severity::Error);
-    config.findings.insert(Code::Pg601, pullguard::config::Grade::Off);
+    config.findings.insert(Code::Pg601, pullguard_core::config::Grade::Off);
     let silent = inspector_with(config, Keyring::default());
     assert!(inspect(&silent, &format!("{}/app:latest", registry.host())).await.findings.is_empty());
 }
@@ -795,7 +798,7 @@ async fn registries_that_lie_or_stall_give_findings_within_the_deadline() {
 /// must pullguard (an index of such entries is not "no runnable platform").
 #[tokio::test]
 async fn index_entries_without_a_platform_are_read_from_their_config() {
-    use pullguard::{checks::NodeTargets, platform::Platform};
+    use pullguard_core::{checks::NodeTargets, platform::Platform};
     let registry = RegistryProcess::start_plain().await.unwrap();
     let seeder = Seeder::new(&registry).unwrap();
     let entries = [

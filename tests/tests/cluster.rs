@@ -12,8 +12,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use pullguard::config::{Config, Mode};
-use pullguard::credentials::Keyring;
+use pullguard_core::config::{Config, Mode};
+use pullguard_core::credentials::Keyring;
 use pullguard_tests::{
     api_faults::{ApiFaults, Fault},
     control_plane::{ControlPlane, Options, random_suffix},

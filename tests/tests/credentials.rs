@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use pullguard::{config::Config, credentials::Keyring};
+use pullguard_core::{config::Config, credentials::Keyring};
 use pullguard_tests::{
     api_faults::ApiFaults,
     control_plane::{ControlPlane, Options},

@@ -10,10 +10,9 @@ use std::{
 
 use pullguard::{
     app::App,
-    config::Config,
-    credentials::Keyring,
     server::{self, reload::CertReloader, tls::CertStore},
 };
+use pullguard_core::{config::Config, credentials::Keyring};
 use pullguard_tests::{certs::TestCa, secret_volume::SecretVolume, webhook::fixture};
 
 fn client(ca_pem: &str) -> reqwest::Client {

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use pullguard::{
+use pullguard_core::{
     config::{Config, HumanDuration, Mode, RegistryConfig},
     credentials::Keyring,
 };

@@ -12,13 +12,12 @@ use tracing::info;
 use crate::{
     admission::Admission,
     cluster::ClusterState,
-    config::Config,
-    credentials::Keyring,
     inspect::Inspector,
     metrics::Metrics,
     registry::{Registry, TransportBuildError},
     server,
 };
+use pullguard_core::{config::Config, credentials::Keyring};
 
 pub struct App {
     pub config: Arc<Config>,

@@ -7,7 +7,8 @@ use futures::future::join_all;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::{
+use crate::registry::Registry;
+use pullguard_core::{
     checks::{self, CredentialUse, NodeTargets, Placement, Subject},
     config::Config,
     credentials::{Credential, Keyring},
@@ -17,66 +18,12 @@ use crate::{
         ImageRef,
         memo::{Parsed, ReferenceMemo},
     },
-    registry::{ImageFacts, LookupError, Registry},
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContainerKind {
-    Init,
-    App,
-    Ephemeral,
-    /// An image volume (`volumes[].image`): mounted, not run, and possibly an OCI artifact.
-    Volume,
-}
-
-/// When the kubelet pulls a container's image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    Always,
-    /// Only when the node does not hold the image already.
-    IfNotPresent,
-    /// Never: the image must already be on the node (`kind load`, pre-pulled nodes).
-    Never,
-}
-
-impl PullPolicy {
-    /// The policy as written, else the API server's default: `Always` for `:latest` or no tag
-    /// (and no digest), `IfNotPresent` otherwise.
-    pub fn effective(written: Option<&str>, image: &str) -> PullPolicy {
-        match written {
-            Some("Always") => PullPolicy::Always,
-            Some("IfNotPresent") => PullPolicy::IfNotPresent,
-            Some("Never") => PullPolicy::Never,
-            _ => match ImageRef::parse(image) {
-                Ok(parsed) if parsed.tag().is_none() && parsed.digest().is_some() => PullPolicy::IfNotPresent,
-                Ok(parsed) if parsed.effective_tag() == Some("latest") => PullPolicy::Always,
-                _ => PullPolicy::IfNotPresent,
-            },
-        }
-    }
-}
-
-/// One container of a pod spec, as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerImage {
-    pub name: String,
-    pub image: String,
-    pub kind: ContainerKind,
-    pub pull_policy: PullPolicy,
-}
-
-impl ContainerImage {
-    /// A container with the pull policy the API server would give it.
-    pub fn new(name: &str, image: &str, kind: ContainerKind) -> ContainerImage {
-        ContainerImage {
-            name: name.to_string(),
-            image: image.to_string(),
-            kind,
-            pull_policy: PullPolicy::effective(None, image),
-        }
-    }
-}
+use pullguard_core::{
+    facts::ImageFacts,
+    lookup::LookupError,
+    workload::{ContainerImage, ContainerKind, PullPolicy},
+};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CredentialReport {

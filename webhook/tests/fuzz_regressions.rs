@@ -9,14 +9,12 @@
 use std::{collections::BTreeMap, panic};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use pullguard::{
-    admission::{
-        ReviewError, ReviewRequest,
-        workload::{WorkloadKind, changed_containers, containers},
-    },
+use pullguard::admission::{ReviewError, ReviewRequest};
+use pullguard_core::{
     credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, Keyring, keyring_from_secret},
+    manifest::{self, ConfigPlatform, Parsed},
     reference::ImageRef,
-    registry::manifest::{self, ConfigPlatform, Parsed},
+    workload::{WorkloadKind, changed_containers, containers},
 };
 use serde_json::{Value, json};
 

@@ -2,10 +2,8 @@
 //! to check, run the core, and build the response from `AdmissionResponse::from(&request)` so
 //! the uid is always the request's.
 
-mod node_targets;
 pub mod review;
 pub mod timeout;
-pub mod workload;
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -13,19 +11,23 @@ use kube::core::{Status, admission::Operation};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use self::node_targets::TargetsMemo;
 pub use self::review::{ObjectJson, ReviewAnswer, ReviewError, ReviewRequest};
-use self::workload::{WorkloadKind, changed_containers, containers, pull_inputs_changed};
 use k8s_openapi::api::core::v1::PodSpec;
+use pullguard_core::node_targets::TargetsMemo;
+use pullguard_core::workload::{
+    ContainerImage, ObjectMetadata, WorkloadKind, changed_containers, containers, pull_inputs_changed,
+};
 
 use crate::{
-    checks::{NodeTargets, Placement},
     cluster::{ClusterState, NamespaceMode},
+    inspect::{InspectOptions, Inspector, PodContext},
+    metrics::{AdmissionLabels, FindingLabels, Metrics},
+};
+use pullguard_core::{
+    checks::{NodeTargets, Placement},
     config::{MODE_KEY, Mode},
     credentials::Keyring,
     finding::{Finding, Severity},
-    inspect::{ContainerImage, InspectOptions, Inspector, PodContext},
-    metrics::{AdmissionLabels, FindingLabels, Metrics},
     pod_credentials::{PodCredentials, add_secret_hints},
     reference::ImageRef,
     verdict::{self, Verdict},
@@ -267,7 +269,7 @@ impl Admission {
         &self,
         kind: WorkloadKind,
         namespace: Option<&str>,
-        metadata: &'m review::ObjectMetadata,
+        metadata: &'m ObjectMetadata,
     ) -> Option<Cow<'m, str>> {
         if let Some(own) = metadata.mode_annotation.as_deref() {
             return Some(Cow::Borrowed(own));

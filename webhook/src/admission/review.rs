@@ -11,13 +11,10 @@ use std::{borrow::Cow, collections::BTreeMap};
 
 use k8s_openapi::api::core::v1::PodSpec;
 use kube::core::{GroupVersionKind, Status, admission::Operation};
-use serde::{
-    Deserialize, Deserializer, Serialize,
-    de::{self, IgnoredAny, MapAccess, Visitor},
-};
+use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_json::value::RawValue;
 
-use super::workload::{ObjectFields, ReadObject, WorkloadError, WorkloadKind};
+use pullguard_core::workload::{ObjectFields, ObjectMetadata, ReadObject, WorkloadError, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -107,7 +104,7 @@ impl ObjectJson<'_> {
             ObjectJson::Read(read) => {
                 read.spec.as_ref().map(Cow::Borrowed).ok_or_else(|| kind.missing_spec())
             }
-            ObjectJson::Raw(raw) => kind.pod_spec_json(*raw).map(Cow::Owned),
+            ObjectJson::Raw(raw) => kind.pod_spec_json(raw.json()).map(Cow::Owned),
         }
     }
 }
@@ -195,97 +192,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
             return Err(de::Error::invalid_type(de::Unexpected::Other(raw.get()), &"a JSON object"));
         }
         Ok(RawObject(raw))
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMetadata {
-    /// The owner reference with `controller: true`, if any.
-    #[serde(default, rename = "ownerReferences", deserialize_with = "controller_of")]
-    pub controller: Option<Controller>,
-    #[serde(default, rename = "annotations", deserialize_with = "mode_annotation")]
-    pub mode_annotation: Option<String>,
-}
-
-/// The controller that made an object (a Deployment for its ReplicaSets, a CronJob for its Jobs).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Controller {
-    pub kind: String,
-    pub name: String,
-}
-
-impl ObjectMetadata {
-    pub fn controller_owned(&self) -> bool {
-        self.controller.is_some()
-    }
-}
-
-/// Reads `ownerReferences` down to the one with `controller: true`.
-fn controller_of<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Controller>, D::Error> {
-    #[derive(Deserialize)]
-    struct Owner {
-        #[serde(default)]
-        controller: Option<bool>,
-        #[serde(default)]
-        kind: String,
-        #[serde(default)]
-        name: String,
-    }
-    let owners = Option::<Vec<Owner>>::deserialize(deserializer)?;
-    Ok(owners
-        .into_iter()
-        .flatten()
-        .find(|owner| owner.controller == Some(true))
-        .map(|owner| Controller { kind: owner.kind, name: owner.name }))
-}
-
-/// Keeps only `pullguard.io/mode`; other annotations (last-applied configs can be large) are skipped.
-fn mode_annotation<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    struct ModeOnly;
-    impl<'de> Visitor<'de> for ModeOnly {
-        type Value = Option<String>;
-        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-            formatter.write_str("a map of annotations")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut mode = None;
-            while let Some(key) = map.next_key_seed(KeyIs(crate::config::MODE_KEY))? {
-                if key {
-                    mode = Some(map.next_value::<String>()?);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(mode)
-        }
-    }
-    deserializer.deserialize_any(ModeOnly)
-}
-
-/// A map key compared in place, without allocating it.
-pub(crate) struct KeyIs(pub &'static str);
-
-impl<'de> de::DeserializeSeed<'de> for KeyIs {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeyIs {
-    type Value = bool;
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("a string key")
-    }
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
-        Ok(key == self.0)
     }
 }
 
@@ -417,5 +323,107 @@ mod tests {
         let invalid = serde_json::to_value(ReviewAnswer::invalid("bad")).unwrap();
         assert_eq!(invalid["response"]["allowed"], false);
         assert_eq!(invalid["response"]["status"]["code"], 400);
+    }
+
+    /// (metadata, pod spec) of `object` and `oldObject`, however they were read.
+    fn read_both(request: &ReviewRequest<'_>, kind: WorkloadKind) -> Vec<(ObjectMetadata, Option<PodSpec>)> {
+        [&request.object, &request.old_object]
+            .into_iter()
+            .flatten()
+            .map(|object| {
+                (
+                    object.metadata().unwrap().into_owned(),
+                    object.pod_spec(kind).ok().map(|spec| spec.into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    /// The one pass reads what reading the text part by part reads, on every captured review.
+    #[test]
+    fn one_pass_reads_what_parts_read() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+        let mut compared = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let (fast, raw) =
+                (ReviewRequest::decode(&body).unwrap(), ReviewRequest::decode_raw(&body).unwrap());
+            let Some(kind) = WorkloadKind::from_group_kind(&raw.kind.group, &raw.kind.kind) else {
+                assert!(!matches!(fast.object, Some(ObjectJson::Read(_))), "{}", path.display());
+                continue;
+            };
+            assert!(!matches!(fast.object, Some(ObjectJson::Raw(_))), "{} read as text", path.display());
+            assert_eq!(read_both(&fast, kind), read_both(&raw, kind), "{}", path.display());
+            compared += 1;
+        }
+        assert!(compared >= 20, "only {compared} reviews compared");
+    }
+
+    #[test]
+    fn one_pass_gives_way_on_any_fault() {
+        let review = |object: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u",
+                "kind":{{"group":"","version":"v1","kind":"Pod"}},"operation":"CREATE","object":{object}}}}}"#
+            )
+        };
+        let read = |object: &str| {
+            let body = review(object);
+            let request = ReviewRequest::decode(body.as_bytes()).unwrap();
+            let fast = matches!(request.object, Some(ObjectJson::Read(_)));
+            let spec = request.object.as_ref().unwrap().pod_spec(WorkloadKind::Pod).map(|s| s.into_owned());
+            let owned = request.object.as_ref().unwrap().metadata().map(|m| m.controller_owned());
+            (fast, owned.ok(), spec.map(|spec| spec.containers.len()).map_err(|error| error.to_string()))
+        };
+        // A repeated key is left to the parts, where it wins last (as in a parsed JSON document).
+        let repeated = r#"{"spec":{"containers":[{"name":"a","image":"x"}]},"spec":{"containers":[]},
+            "metadata":{"ownerReferences":[{"controller":true}]}}"#;
+        assert_eq!(read(repeated), (false, Some(true), Ok(0)));
+        assert_eq!(
+            read(r#"{"metadata":{"ownerReferences":[{"controller":true}]},"spec":{}}"#),
+            (true, Some(true), Ok(0))
+        );
+        assert_eq!(read(r#"{"metadata":{}}"#).2, Err("Pod has no pod spec at /spec".to_string()));
+        // Faults: the parts say which one is broken; a broken metadata still leaves the spec.
+        let (fast, owned, spec) = read(r#"{"metadata":{},"spec":{"containers":{}}}"#);
+        assert!(!fast && owned == Some(false) && spec.unwrap_err().contains("malformed"));
+        let (fast, owned, spec) = read(r#"{"metadata":{"ownerReferences":7},"spec":{"containers":[]}}"#);
+        assert!(!fast && owned.is_none() && spec == Ok(0));
+        assert!(!read(r#"{"metadata":{},"metadata":{},"spec":{}}"#).0);
+        assert!(!read(r#"{"metadata":null,"spec":{}}"#).0);
+        // Bytes that are not UTF-8 where the pass would skip them unread: refused as text is.
+        let mut body = review(r#"{"metadata":{"name":"\u00e9"},"spec":{"containers":[]}}"#).into_bytes();
+        let at = body.windows(6).position(|w| w == b"\\u00e9").unwrap();
+        body.splice(at..at + 6, [0xC3]);
+        assert!(ReviewRequest::decode(&body).is_err() && ReviewRequest::decode_raw(&body).is_err());
+        // Arrays read as structs by position are refused in the pass, as the walk refuses them.
+        assert!(!read(r#"{"metadata":{},"spec":[[{"name":"a","image":"x"}]]}"#).0);
+        // A Deployment's template is read in the pass, a CronJob's job template too.
+        for (kind, group, object) in [
+            (
+                "Deployment",
+                "apps",
+                r#"{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"x"}]}}}}"#,
+            ),
+            (
+                "CronJob",
+                "batch",
+                r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"x"}]}}}}}}"#,
+            ),
+        ] {
+            let body = review(object).replace(
+                r#""group":"","version":"v1","kind":"Pod""#,
+                &format!(r#""group":"{group}","version":"v1","kind":"{kind}""#),
+            );
+            let request = ReviewRequest::decode(body.as_bytes()).unwrap();
+            let workload = WorkloadKind::from_group_kind(group, kind).unwrap();
+            assert!(matches!(request.object, Some(ObjectJson::Read(_))), "{kind}");
+            let spec = request.object.as_ref().unwrap().pod_spec(workload).unwrap();
+            assert_eq!(spec.containers[0].image.as_deref(), Some("x"), "{kind}");
+        }
     }
 }

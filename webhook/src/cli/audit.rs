@@ -26,15 +26,20 @@ use super::{
     report::{self, Labelled, Output},
 };
 use crate::{
-    admission::workload::{WorkloadKind, containers},
-    checks::{NodeTargets, Placement},
     cluster::{self, PullSecretReader},
-    config::Config,
     inspect::{InspectOptions, Inspector, PodContext},
     metrics::Metrics,
-    pod_credentials::PodCredentials,
     registry::Registry,
+};
+use pullguard_core::{
+    checks::{NodeTargets, Placement},
+    config::Config,
+    pod_credentials::PodCredentials,
     scheduling::NodeFacts,
+};
+use pullguard_core::{
+    nodes::node_facts,
+    workload::{WorkloadKind, containers},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -71,7 +76,7 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
         ));
     };
     let nodes: Vec<NodeFacts> =
-        list_all::<Node>(Api::all(client.clone())).await?.iter().map(cluster::node_facts).collect();
+        list_all::<Node>(Api::all(client.clone())).await?.iter().map(node_facts).collect();
     let mut workloads = Vec::new();
     collect::<Deployment>(&client, &args, WorkloadKind::Deployment, &mut workloads).await?;
     collect::<StatefulSet>(&client, &args, WorkloadKind::StatefulSet, &mut workloads).await?;

@@ -11,15 +11,20 @@ use super::{
     report::{self, Labelled, Output},
 };
 use crate::{
-    admission::workload::WorkloadKind,
-    checks::{NodeTargets, Placement},
     cluster::{self, PullSecretReader},
+    inspect::{InspectOptions, Inspector, PodContext},
+    registry::Registry,
+};
+use pullguard_core::{
+    checks::{NodeTargets, Placement},
     config::Config,
-    inspect::{ContainerImage, ContainerKind, InspectOptions, Inspector, PodContext},
     platform::Platform,
     pod_credentials::PodCredentials,
-    registry::Registry,
     scheduling::NodeFacts,
+};
+use pullguard_core::{
+    nodes::node_facts,
+    workload::{ContainerImage, ContainerKind, WorkloadKind},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -77,7 +82,7 @@ impl Nodes {
         let nodes = kube::Api::<Node>::all(client).list(&Default::default()).await.map_err(|error| {
             CliError::Usage(format!("cannot list nodes with {}: {error}", path.display()))
         })?;
-        Ok(Nodes::Live(nodes.items.iter().map(cluster::node_facts).collect()))
+        Ok(Nodes::Live(nodes.items.iter().map(node_facts).collect()))
     }
 
     fn targets(&self, target: &Target, pool_labels: &[String]) -> Option<NodeTargets> {

@@ -8,11 +8,8 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::Value;
 
-use crate::{
-    admission::workload::{WorkloadKind, containers},
-    credentials::{Keyring, SecretProblem, keyring_from_secret},
-    inspect::ContainerImage,
-};
+use pullguard_core::credentials::{Keyring, SecretProblem, keyring_from_secret};
+use pullguard_core::workload::{ContainerImage, WorkloadKind, containers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

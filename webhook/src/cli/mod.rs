@@ -1,9 +1,10 @@
 //! Command line: `serve` (the webhook) and `check` (CI). Flags and `PULLGUARD_*` variables are
-//! the same settings as the config file; see `config::Overrides`.
+//! the same settings as the config file; see `cli::Overrides`.
 
 mod audit;
 mod check;
 mod manifests;
+mod overrides;
 mod report;
 mod serve;
 
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use self::{audit::AuditArgs, check::CheckArgs, serve::ServeArgs};
-use crate::{config::Overrides, credentials::Keyring};
+use pullguard_core::credentials::Keyring;
+
+pub use self::overrides::Overrides;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,7 +52,7 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] pullguard_core::config::ConfigError),
     #[error("docker config {path}: {message}")]
     DockerConfig { path: PathBuf, message: String },
     #[error(transparent)]
@@ -96,7 +99,7 @@ fn default_docker_config() -> Option<PathBuf> {
 
 /// Runs the command; the returned number is the process exit status.
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
-    let config = crate::config::Config::load(&cli.overrides)?;
+    let config = cli.overrides.load()?;
     match cli.command {
         Command::Serve(args) => serve::run(config, args).await.map(|()| 0),
         Command::Check(args) => check::run(config, args).await,

@@ -7,10 +7,8 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::CliError;
-use crate::{
-    finding::{Finding, Severity},
-    inspect::{ImageReport, Inspection},
-};
+use crate::inspect::{ImageReport, Inspection};
+use pullguard_core::finding::{Finding, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {

@@ -8,13 +8,13 @@ use super::{CliError, load_keyring};
 use crate::{
     app::App,
     cluster,
-    config::Config,
     server::{
         self,
         reload::CertReloader,
         tls::{self, CertStore},
     },
 };
+use pullguard_core::config::Config;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -32,7 +32,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// How often the certificate files are re-read (a rotated Secret is served without a restart).
     #[arg(long, env = "PULLGUARD_TLS_RELOAD_INTERVAL", default_value = "10s")]
-    pub tls_reload_interval: crate::config::HumanDuration,
+    pub tls_reload_interval: pullguard_core::config::HumanDuration,
     /// Extra subject alternative names for the generated certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,

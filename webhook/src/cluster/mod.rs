@@ -13,9 +13,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use self::{
     namespaces::{NamespaceMode, NamespaceModes},
-    nodes::{NodeInventory, node_facts, windows_build},
+    nodes::NodeInventory,
     owners::OwnerModes,
-    secrets::{AccountRead, Listing, PullSecretReader, SecretRead},
+    secrets::{Listing, PullSecretReader},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use kube::{
 };
 use tracing::warn;
 
-use crate::config::{MODE_KEY, Mode};
+use pullguard_core::config::{MODE_KEY, Mode};
 
 #[derive(Clone)]
 pub struct NamespaceModes {

@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use kube::Api;
 use moka::future::Cache;
 
-use crate::config::MODE_KEY;
+use pullguard_core::config::MODE_KEY;
 
 /// A changed annotation is seen within this long.
 const TTL: Duration = Duration::from_secs(30);

@@ -13,24 +13,10 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{Api, api::ListParams};
 use moka::{Expiry, future::Cache};
 
-use crate::credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, Keyring, SecretProblem, keyring_from_secret};
-
-/// One named secret, as far as pulling goes.
-#[derive(Clone, Debug)]
-pub enum SecretRead {
-    Usable(Keyring),
-    Malformed(SecretProblem),
-    Missing,
-    /// The API could not be asked (down, or forbidden): nothing can be said about this secret.
-    Unreadable(String),
-}
-
-#[derive(Clone, Debug)]
-pub enum AccountRead {
-    Found(Vec<String>),
-    Missing,
-    Unreadable(String),
-}
+use pullguard_core::{
+    credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, Keyring, keyring_from_secret},
+    pod_credentials::{AccountRead, PullSecretSource, SecretRead},
+};
 
 /// Pull secrets of a namespace that the pod might have meant, for hints; `None` when not allowed.
 pub type Listing = Option<Arc<Vec<(String, Keyring)>>>;
@@ -74,61 +60,6 @@ impl PullSecretReader {
         }
     }
 
-    pub async fn secret(&self, namespace: &str, name: &str) -> SecretRead {
-        let key = (namespace.to_string(), name.to_string());
-        let read = async {
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-            match api.get_opt(name).await {
-                Ok(Some(secret)) => {
-                    let data = secret_data(&secret);
-                    let label = format!("secret {namespace}/{name}");
-                    match keyring_from_secret(&label, secret.type_.as_deref(), &data) {
-                        Ok(keyring) => Timed { value: SecretRead::Usable(keyring), ttl: FOUND_TTL },
-                        Err(problem) => Timed { value: SecretRead::Malformed(problem), ttl: FOUND_TTL },
-                    }
-                }
-                Ok(None) => Timed { value: SecretRead::Missing, ttl: MISSING_TTL },
-                Err(error) => Timed { value: SecretRead::Unreadable(api_error(&error)), ttl: ERROR_TTL },
-            }
-        };
-        self.secrets.get_with(key, read).await.value
-    }
-
-    pub async fn service_account(&self, namespace: &str, name: &str) -> AccountRead {
-        let key = (namespace.to_string(), name.to_string());
-        let read = async {
-            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-            match api.get_opt(name).await {
-                Ok(Some(account)) => {
-                    let names = account
-                        .image_pull_secrets
-                        .iter()
-                        .flatten()
-                        .filter(|reference| !reference.name.is_empty())
-                        .map(|reference| reference.name.clone())
-                        .collect();
-                    Timed { value: AccountRead::Found(names), ttl: FOUND_TTL }
-                }
-                Ok(None) => Timed { value: AccountRead::Missing, ttl: MISSING_TTL },
-                Err(error) => Timed { value: AccountRead::Unreadable(api_error(&error)), ttl: ERROR_TTL },
-            }
-        };
-        self.accounts.get_with(key, read).await.value
-    }
-
-    /// Drops what is remembered about `secrets`, `account` and the namespace's listing, so the
-    /// next reads ask the API. A denial must rest on fresh facts: a user who fixed what the
-    /// message said and retries at once must not be denied by what was cached before the fix.
-    pub async fn forget(&self, namespace: &str, secrets: &[String], account: Option<&str>) {
-        for name in secrets {
-            self.secrets.invalidate(&(namespace.to_string(), name.clone())).await;
-        }
-        if let Some(account) = account {
-            self.accounts.invalidate(&(namespace.to_string(), account.to_string())).await;
-        }
-        self.listings.invalidate(namespace).await;
-    }
-
     /// The namespace's usable pull secrets, when pullguard may list them.
     pub async fn listing(&self, namespace: &str) -> Listing {
         let read = async {
@@ -157,6 +88,63 @@ impl PullSecretReader {
             Timed { value: Some(Arc::new(found)), ttl: FOUND_TTL }
         };
         self.listings.get_with(namespace.to_string(), read).await.value
+    }
+}
+
+impl PullSecretSource for PullSecretReader {
+    async fn secret(&self, namespace: &str, name: &str) -> SecretRead {
+        let key = (namespace.to_string(), name.to_string());
+        let read = async {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+            match api.get_opt(name).await {
+                Ok(Some(secret)) => {
+                    let data = secret_data(&secret);
+                    let label = format!("secret {namespace}/{name}");
+                    match keyring_from_secret(&label, secret.type_.as_deref(), &data) {
+                        Ok(keyring) => Timed { value: SecretRead::Usable(keyring), ttl: FOUND_TTL },
+                        Err(problem) => Timed { value: SecretRead::Malformed(problem), ttl: FOUND_TTL },
+                    }
+                }
+                Ok(None) => Timed { value: SecretRead::Missing, ttl: MISSING_TTL },
+                Err(error) => Timed { value: SecretRead::Unreadable(api_error(&error)), ttl: ERROR_TTL },
+            }
+        };
+        self.secrets.get_with(key, read).await.value
+    }
+
+    async fn service_account(&self, namespace: &str, name: &str) -> AccountRead {
+        let key = (namespace.to_string(), name.to_string());
+        let read = async {
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+            match api.get_opt(name).await {
+                Ok(Some(account)) => {
+                    let names = account
+                        .image_pull_secrets
+                        .iter()
+                        .flatten()
+                        .filter(|reference| !reference.name.is_empty())
+                        .map(|reference| reference.name.clone())
+                        .collect();
+                    Timed { value: AccountRead::Found(names), ttl: FOUND_TTL }
+                }
+                Ok(None) => Timed { value: AccountRead::Missing, ttl: MISSING_TTL },
+                Err(error) => Timed { value: AccountRead::Unreadable(api_error(&error)), ttl: ERROR_TTL },
+            }
+        };
+        self.accounts.get_with(key, read).await.value
+    }
+
+    /// Drops what is remembered about `secrets`, `account` and the namespace's listing, so the
+    /// next reads ask the API. A denial must rest on fresh facts: a user who fixed what the
+    /// message said and retries at once must not be denied by what was cached before the fix.
+    async fn forget(&self, namespace: &str, secrets: &[String], account: Option<&str>) {
+        for name in secrets {
+            self.secrets.invalidate(&(namespace.to_string(), name.clone())).await;
+        }
+        if let Some(account) = account {
+            self.accounts.invalidate(&(namespace.to_string(), account.to_string())).await;
+        }
+        self.listings.invalidate(namespace).await;
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::{config::Config, glob};
+use pullguard_core::{config::Config, glob};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressClass {
@@ -177,7 +177,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RegistryConfig;
+    use pullguard_core::config::RegistryConfig;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

@@ -18,8 +18,6 @@
 //! - cache keys carry the credential identity, so one tenant's answer never serves another.
 
 pub mod address;
-pub mod error;
-pub mod manifest;
 pub mod transport;
 
 use std::{
@@ -37,13 +35,17 @@ use moka::{
 };
 use sha2::{Digest, Sha256};
 
-use self::manifest::{ConfigPlatform, ToRead};
-pub use self::{
-    error::LookupError,
-    manifest::{ImageFacts, ManifestKind, Platform},
-    transport::{Endpoint, Transport, TransportBuildError},
+use pullguard_core::{
+    config::Config,
+    credentials::Credential,
+    facts::{ImageFacts, ToRead},
+    lookup::LookupError,
+    manifest::{self, ConfigPlatform, ImagePlatform},
+    reference::ImageRef,
 };
-use crate::{config::Config, credentials::Credential, metrics::Metrics, reference::ImageRef};
+
+pub use self::transport::{Endpoint, Transport, TransportBuildError};
+use crate::metrics::Metrics;
 
 /// Every entry carries the end of its life (`dies_at`), checked on each read: moka's per-entry
 /// expiry would add a timer-wheel node to every entry (one more allocation and about 40 bytes,
@@ -333,7 +335,8 @@ impl Registry {
         media_type: &str,
         body: &[u8],
     ) -> Result<ImageFacts, LookupError> {
-        let (mut facts, to_read) = manifest::facts_of(digest, media_type, manifest::parse(media_type, body)?);
+        let (mut facts, to_read) =
+            pullguard_core::facts::facts_of(digest, media_type, manifest::parse(media_type, body)?);
         match to_read {
             ToRead::Nothing => {}
             ToRead::Config(config_digest) => {
@@ -358,15 +361,18 @@ impl Registry {
     /// The platform of an index entry that names none: its manifest, then its config. `None`
     /// when the child cannot be read or is not a runnable image (the entry stays unknown; a
     /// failure here never fails the index).
-    async fn child_platform(&self, endpoint: &Endpoint<'_>, digest: &str) -> Option<Platform> {
+    async fn child_platform(&self, endpoint: &Endpoint<'_>, digest: &str) -> Option<ImagePlatform> {
         let reply = self.transport.get_manifest(endpoint, digest).await.ok()?;
         if reply.is_not_found() {
             return None;
         }
         let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body).ok()?;
         verified_digest(&media_type, reply.digest.as_deref(), &reply.body, Some(digest)).ok()?;
-        let (_, to_read) =
-            manifest::facts_of(digest, &media_type, manifest::parse(&media_type, &reply.body).ok()?);
+        let (_, to_read) = pullguard_core::facts::facts_of(
+            digest,
+            &media_type,
+            manifest::parse(&media_type, &reply.body).ok()?,
+        );
         match to_read {
             ToRead::Config(config_digest) => {
                 self.config_platform(endpoint, &config_digest).await.ok().flatten()
@@ -380,7 +386,7 @@ impl Registry {
         &self,
         endpoint: &Endpoint<'_>,
         digest: &str,
-    ) -> Result<Option<Platform>, LookupError> {
+    ) -> Result<Option<ImagePlatform>, LookupError> {
         let reply = self.transport.get_blob(endpoint, digest).await?;
         if reply.is_not_found() {
             return Err(LookupError::InvalidManifest { reason: format!("config blob {digest} is missing") });

@@ -19,16 +19,15 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::{
-    address::{AddressPolicy, AddressRefused, GuardedResolver},
-    error::LookupError,
-    manifest::ACCEPT,
-};
-use crate::{
+use pullguard_core::{
     config::{Config, RegistryConfig},
     credentials::Credential,
-    metrics::{HostLabels, Metrics, RegistryLabels},
+    lookup::LookupError,
+    manifest::ACCEPT,
 };
+
+use super::address::{AddressPolicy, AddressRefused, GuardedResolver};
+use crate::metrics::{HostLabels, Metrics, RegistryLabels};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportBuildError {
@@ -188,7 +187,7 @@ impl Transport {
     }
 
     fn settings(&self, registry: &str) -> Option<&RegistryConfig> {
-        self.registries.iter().find(|settings| crate::glob::host_matches(&settings.host, registry))
+        self.registries.iter().find(|settings| pullguard_core::glob::host_matches(&settings.host, registry))
     }
 
     fn client_for(&self, registry: &str) -> &reqwest::Client {
@@ -485,7 +484,7 @@ impl Transport {
                 settings
                     .token_realm_hosts
                     .iter()
-                    .any(|pattern| crate::glob::host_matches(pattern, realm_host))
+                    .any(|pattern| pullguard_core::glob::host_matches(pattern, realm_host))
             });
         if trusted {
             return Ok(());

@@ -3,8 +3,8 @@
 use super::Subject;
 use crate::{
     finding::{Code, Finding},
+    lookup::LookupError,
     reference::ImageRef,
-    registry::LookupError,
 };
 
 pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupError) -> Vec<Finding> {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use super::Subject;
 use crate::{
     credentials::Credential,
+    facts::ImageFacts,
     finding::{Code, Finding, Severity},
+    lookup::LookupError,
     pod_credentials::PodCredentials,
     reference::ImageRef,
-    registry::{ImageFacts, LookupError},
 };
 
 /// How the lookup of one image used credentials.

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use super::Subject;
 use crate::{
     config::ByteSize,
+    facts::{ImageFacts, not_runnable_reason},
     finding::{Code, Finding, Severity},
-    registry::{ImageFacts, ManifestKind, manifest},
+    manifest::{self, ManifestKind},
 };
 
 /// `schema1_pulled`: every node the pod can land on runs containerd 1.x, which still pulls schema 1.
@@ -47,7 +48,7 @@ pub fn manifest_findings(
         ));
         return findings;
     }
-    if let Some(reason) = manifest::not_runnable_reason(facts) {
+    if let Some(reason) = not_runnable_reason(facts) {
         findings.push(subject.finding(
             Code::Pg403,
             format!("not a runnable image: {reason}"),
@@ -110,7 +111,7 @@ pub fn manifest_findings(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Platform, manifest::Layer};
+    use crate::manifest::{ImagePlatform, Layer};
 
     fn layer(digest: &str, size: u64) -> Layer {
         Layer {
@@ -125,7 +126,7 @@ mod tests {
             digest: "sha256:x".into(),
             media_type: manifest::OCI_MANIFEST.into(),
             kind: ManifestKind::OciManifest,
-            platforms: vec![Platform {
+            platforms: vec![ImagePlatform {
                 os: "linux".into(),
                 architecture: "amd64".into(),
                 variant: None,

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::registry::Platform as ImagePlatform;
+use crate::manifest::ImagePlatform;
 
 /// A normalised platform. An empty variant means the architecture's base level.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -268,7 +268,7 @@ pub struct Config {
     pub check_controller_pods: bool,
     /// Registries not named under `registries` may resolve to private addresses (never loopback,
     /// link-local or metadata). On by default: the kubelet pulls from private endpoints, and a
-    /// pod's author reaches them from the pod anyway (see `registry::address`).
+    /// pod's author reaches them from the pod anyway (see `registry::address` in the pullguard crate).
     pub allow_private_networks: bool,
 }
 
@@ -301,55 +301,7 @@ impl Default for Config {
     }
 }
 
-/// Values given as flags or `PULLGUARD_*` variables; they win over the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Overrides {
-    /// YAML configuration file (see the README for every key).
-    #[arg(long, env = "PULLGUARD_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
-    /// enforce | warn | audit
-    #[arg(long, env = "PULLGUARD_MODE", global = true)]
-    pub mode: Option<Mode>,
-    /// allow | deny: the verdict when a registry cannot answer.
-    #[arg(long, env = "PULLGUARD_REGISTRY_UNAVAILABLE", global = true)]
-    pub registry_unavailable: Option<UnavailablePolicy>,
-    /// Answer every admission within this (e.g. 8s).
-    #[arg(long, env = "PULLGUARD_DEADLINE", global = true)]
-    pub deadline: Option<HumanDuration>,
-    /// Time limit of one registry request (e.g. 3s).
-    #[arg(long, env = "PULLGUARD_LOOKUP_TIMEOUT", global = true)]
-    pub lookup_timeout: Option<HumanDuration>,
-    /// PG602 above this compressed size (e.g. 2Gi).
-    #[arg(long, env = "PULLGUARD_MAX_IMAGE_SIZE", global = true)]
-    pub max_image_size: Option<ByteSize>,
-}
-
 impl Config {
-    /// File (if any), then overrides, then validation.
-    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut config = match &overrides.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(mode) = overrides.mode {
-            config.mode = mode;
-        }
-        if let Some(policy) = overrides.registry_unavailable {
-            config.registry_unavailable = policy;
-        }
-        if let Some(deadline) = overrides.deadline {
-            config.deadline = deadline;
-        }
-        if let Some(timeout) = overrides.lookup_timeout {
-            config.lookup_timeout = timeout;
-        }
-        if let Some(size) = overrides.max_image_size {
-            config.max_image_size = size;
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -514,13 +466,6 @@ nodePoolLabels: [cloud.google.com/gke-nodepool]
         assert_eq!("1G".parse::<ByteSize>().unwrap().0, 1_000_000_000);
         assert!("1Gb".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(3 << 30).to_string(), "3.0 GiB");
-    }
-
-    #[test]
-    fn overrides_win_over_the_file() {
-        let overrides = Overrides { mode: Some(Mode::Audit), ..Overrides::default() };
-        let config = Config::load(&overrides).unwrap();
-        assert_eq!(config.mode, Mode::Audit);
     }
 
     #[test]

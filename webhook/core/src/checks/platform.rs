@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::Subject;
 use crate::{
+    facts::ImageFacts,
     finding::{Code, Finding, Severity},
     platform::Platform,
-    registry::ImageFacts,
     scheduling::{self, NodeFacts, PoolName},
 };
 
@@ -361,7 +361,7 @@ fn describe_platforms(pools: &[&Pool]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{ManifestKind, Platform as ImagePlatform};
+    use crate::manifest::{ImagePlatform, ManifestKind};
 
     fn facts(platforms: &[(&str, &str, Option<&str>, Option<&str>)]) -> ImageFacts {
         ImageFacts {

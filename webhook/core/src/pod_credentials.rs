@@ -4,12 +4,47 @@
 
 use k8s_openapi::api::core::v1::PodSpec;
 
+use std::future::Future;
+
 use crate::{
-    cluster::{AccountRead, PullSecretReader, SecretRead},
     credentials::{Keyring, SecretProblem},
     finding::{Finding, Severity},
     reference::ImageRef,
 };
+
+/// One named secret, as far as pulling goes.
+#[derive(Clone, Debug)]
+pub enum SecretRead {
+    Usable(Keyring),
+    Malformed(SecretProblem),
+    Missing,
+    /// The API could not be asked (down, or forbidden): nothing can be said about this secret.
+    Unreadable(String),
+}
+
+/// One named service account, as far as pulling goes: the pull secrets it lends its pods.
+#[derive(Clone, Debug)]
+pub enum AccountRead {
+    Found(Vec<String>),
+    Missing,
+    Unreadable(String),
+}
+
+/// Where pull secrets and service accounts are read: the API server, through a cache, in the
+/// webhook (`cluster::PullSecretReader`); a table in tests.
+pub trait PullSecretSource: Sync {
+    fn secret(&self, namespace: &str, name: &str) -> impl Future<Output = SecretRead> + Send;
+
+    fn service_account(&self, namespace: &str, name: &str) -> impl Future<Output = AccountRead> + Send;
+
+    /// Drops what is remembered about `secrets` and `account`, so that the next reads ask again.
+    fn forget(
+        &self,
+        namespace: &str,
+        secrets: &[String],
+        account: Option<&str>,
+    ) -> impl Future<Output = ()> + Send;
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct PodCredentials {
@@ -46,7 +81,7 @@ impl PodCredentials {
     /// Reads the secrets named by the pod (or its service account, for a template), from the
     /// reader's cache where it has them.
     pub async fn read(
-        reader: &PullSecretReader,
+        reader: &impl PullSecretSource,
         namespace: &str,
         spec: &PodSpec,
         is_pod: bool,
@@ -58,7 +93,7 @@ impl PodCredentials {
     /// [`PodCredentials::read`] with every object asked of the API again: the service account,
     /// then the secrets it (or the pod) names now. What a denial rests on.
     pub async fn read_fresh(
-        reader: &PullSecretReader,
+        reader: &impl PullSecretSource,
         namespace: &str,
         spec: &PodSpec,
         is_pod: bool,
@@ -71,7 +106,7 @@ impl PodCredentials {
 
     /// The secret names the pulls will use, and where they come from.
     async fn references(
-        reader: &PullSecretReader,
+        reader: &impl PullSecretSource,
         namespace: &str,
         spec: &PodSpec,
         is_pod: bool,
@@ -92,7 +127,7 @@ impl PodCredentials {
         credentials
     }
 
-    async fn read_secrets(self, reader: &PullSecretReader, namespace: &str) -> PodCredentials {
+    async fn read_secrets(self, reader: &impl PullSecretSource, namespace: &str) -> PodCredentials {
         let mut credentials = self;
         let reads = futures::future::join_all(
             credentials.referenced.iter().map(|name| reader.secret(namespace, name)),
