@@ -13,12 +13,43 @@ use serde::{
     de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor},
 };
 
-use super::WorkloadKind;
+use serde_json::Value;
+
+use super::{WorkloadError, WorkloadKind};
 use crate::config::MODE_KEY;
+
+impl WorkloadKind {
+    /// The pod spec of an object of this kind (the whole object, as parsed JSON or YAML).
+    pub fn pod_spec(self, object: &Value) -> Result<PodSpec, WorkloadError> {
+        self.extract(|keys| SpecAt(keys).deserialize(object))
+    }
+
+    /// The pod spec of an object of this kind, parsed straight from its JSON text.
+    pub fn pod_spec_json(self, object: &str) -> Result<PodSpec, WorkloadError> {
+        self.extract(|keys| {
+            let mut parser = serde_json::Deserializer::from_str(object);
+            let spec = SpecAt(keys).deserialize(&mut parser)?;
+            parser.end()?;
+            Ok(spec)
+        })
+    }
+
+    fn extract(
+        self,
+        parse: impl FnOnce(&'static [&'static str]) -> Result<Option<PodSpec>, serde_json::Error>,
+    ) -> Result<PodSpec, WorkloadError> {
+        let (path, keys) = self.spec_path();
+        match parse(keys) {
+            Ok(Some(spec)) => Ok(spec),
+            Ok(None) => Err(self.missing_spec()),
+            Err(source) => Err(WorkloadError::Malformed { kind: self.name().to_string(), path, source }),
+        }
+    }
+}
 
 /// Follows `keys` through nested maps and deserializes the `PodSpec` at their end; `None` when a
 /// key is absent or null on the way. Sibling fields are skipped, never built.
-pub(super) struct SpecAt(pub(super) &'static [&'static str]);
+struct SpecAt(&'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for SpecAt {
     type Value = Option<PodSpec>;

@@ -7,11 +7,6 @@
 mod containers;
 mod lean;
 
-use k8s_openapi::api::core::v1::PodSpec;
-use serde::de::DeserializeSeed;
-use serde_json::Value;
-
-use self::lean::SpecAt;
 pub use self::{
     containers::{
         ContainerImage, ContainerKind, PullPolicy, changed_containers, containers, pull_inputs_changed,
@@ -81,40 +76,13 @@ impl WorkloadKind {
     }
 
     /// Where the pod spec lives, as a JSON pointer (for messages) and as its keys.
-    fn spec_path(self) -> (&'static str, &'static [&'static str]) {
+    pub(crate) fn spec_path(self) -> (&'static str, &'static [&'static str]) {
         match self {
             WorkloadKind::Pod => ("/spec", &["spec"]),
             WorkloadKind::CronJob => {
                 ("/spec/jobTemplate/spec/template/spec", &["spec", "jobTemplate", "spec", "template", "spec"])
             }
             _ => ("/spec/template/spec", &["spec", "template", "spec"]),
-        }
-    }
-
-    /// The pod spec of an object of this kind (the whole object, as parsed JSON or YAML).
-    pub fn pod_spec(self, object: &Value) -> Result<PodSpec, WorkloadError> {
-        self.extract(|keys| SpecAt(keys).deserialize(object))
-    }
-
-    /// The pod spec of an object of this kind, parsed straight from its JSON text.
-    pub fn pod_spec_json(self, object: &str) -> Result<PodSpec, WorkloadError> {
-        self.extract(|keys| {
-            let mut parser = serde_json::Deserializer::from_str(object);
-            let spec = SpecAt(keys).deserialize(&mut parser)?;
-            parser.end()?;
-            Ok(spec)
-        })
-    }
-
-    fn extract(
-        self,
-        parse: impl FnOnce(&'static [&'static str]) -> Result<Option<PodSpec>, serde_json::Error>,
-    ) -> Result<PodSpec, WorkloadError> {
-        let (path, keys) = self.spec_path();
-        match parse(keys) {
-            Ok(Some(spec)) => Ok(spec),
-            Ok(None) => Err(self.missing_spec()),
-            Err(source) => Err(WorkloadError::Malformed { kind: self.name().to_string(), path, source }),
         }
     }
 
@@ -125,6 +93,7 @@ impl WorkloadKind {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::PodSpec;
     use serde_json::json;
 
     use super::*;

@@ -1,0 +1,82 @@
+//! The HTTP client a registry is asked with: rustls with the web's roots plus the registry's own
+//! CA file, the address policy in its resolver, and bodies read with a size limit.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+
+use crate::registry::address::{AddressPolicy, GuardedResolver};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportBuildError {
+    #[error("cannot read CA file {path}: {source}")]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA file {path} holds no usable PEM certificate")]
+    BadCa { path: PathBuf },
+    #[error("cannot build the TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+const USER_AGENT: &str = concat!("pullguard/", env!("CARGO_PKG_VERSION"));
+
+pub enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+/// Reads a body but never more than `limit` bytes: a registry must not make us buffer gigabytes.
+pub async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, ReadError> {
+    if response.content_length().is_some_and(|length| length > limit) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Http)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+pub fn build_client(
+    ca_file: Option<&PathBuf>,
+    timeout: Duration,
+    addresses: &Arc<AddressPolicy>,
+) -> Result<reqwest::Client, TransportBuildError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|source| TransportBuildError::ReadCa { path: path.clone(), source })?;
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(&pem).flatten() {
+            if roots.add(certificate).is_ok() {
+                added += 1;
+            }
+        }
+        if added == 0 {
+            return Err(TransportBuildError::BadCa { path: path.clone() });
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .user_agent(USER_AGENT)
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .dns_resolver(Arc::new(GuardedResolver::new(addresses.clone())))
+        .build()?)
+}
