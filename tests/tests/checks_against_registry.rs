@@ -18,7 +18,7 @@ use pullguard::{
 use pullguard_tests::{
     fake::{Behaviour, FakeRegistry, Route, closed_port},
     registry::RegistryProcess,
-    seed::{Format, ImageSpec, IndexEntry, LayerSpec, Seeder},
+    seed::{Auth, Format, ImageSpec, IndexEntry, LayerSpec, Seeder},
     webhook::{keyring_for, registry_settings},
 };
 use tokio::time::Instant;
@@ -566,11 +566,11 @@ async fn a_tag_that_failed_to_revalidate_is_revalidated_with_a_head_later() {
 /// only when the registry's settings list that host.
 #[tokio::test]
 async fn credentials_go_to_a_realm_on_another_host_only_when_listed() {
-    use pullguard_tests::token::{ROBOT_PASSWORD, ROBOT_USER, TokenSeeder, TokenServer};
+    use pullguard_tests::token::{ROBOT_PASSWORD, ROBOT_USER, TokenServer};
     let tokens = TokenServer::start().await.unwrap();
     let registry = RegistryProcess::start_token_auth(&tokens).await.unwrap();
-    let seeder = TokenSeeder::new(&registry, &tokens, &["app"]).unwrap();
-    seeder.push_image("app", "v1", "amd64").await.unwrap();
+    let seeder = Seeder::with_auth(&registry, Auth::bearer(&tokens.push_token(&["app"]).unwrap())).unwrap();
+    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
     // Named as localhost, the registry is another host than its realm at 127.0.0.1.
     let host = format!("localhost:{}", registry.port());
     let auth = base64::Engine::encode(
@@ -602,15 +602,14 @@ async fn credentials_go_to_a_realm_on_another_host_only_when_listed() {
 
 #[tokio::test]
 async fn bearer_token_registry() {
-    use pullguard_tests::token::{
-        LIMITED_PASSWORD, LIMITED_USER, ROBOT_PASSWORD, ROBOT_USER, TokenSeeder, TokenServer,
-    };
+    use pullguard_tests::token::{LIMITED_PASSWORD, LIMITED_USER, ROBOT_PASSWORD, ROBOT_USER, TokenServer};
     let tokens = TokenServer::start().await.unwrap();
     let registry = RegistryProcess::start_token_auth(&tokens).await.unwrap();
-    let seeder = TokenSeeder::new(&registry, &tokens, &["app", "public/base"]).unwrap();
-    seeder.push_image("app", "v1", "amd64").await.unwrap();
-    seeder.push_image("app", "v2", "amd64").await.unwrap();
-    seeder.push_image("public/base", "v1", "arm64").await.unwrap();
+    let minted = tokens.push_token(&["app", "public/base"]).unwrap();
+    let seeder = Seeder::with_auth(&registry, Auth::bearer(&minted)).unwrap();
+    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    seeder.push_image("app", "v2", &ImageSpec::linux("amd64")).await.unwrap();
+    seeder.push_image("public/base", "v1", &ImageSpec::linux("arm64")).await.unwrap();
     let settings = registry_settings(&registry);
     let keyring = |user: &str, password: &str| {
         use base64::Engine;
@@ -678,9 +677,9 @@ async fn metadata_and_unnamed_loopback_addresses_are_never_contacted() {
         },
         Keyring::default(),
     );
-    // The fake speaks plain HTTP to a TLS hello: it is reached, and answers nothing usable.
+    // The fake answers a TLS hello in plain HTTP: it was reached, which is what is tested.
     let inspection = inspect(&open, &format!("localhost:{port}/app:v1")).await;
-    assert_eq!(codes(&inspection), vec![Code::Pg501], "{:#?}", inspection.findings);
+    assert_eq!(codes(&inspection), vec![Code::Pg502], "{:#?}", inspection.findings);
     assert_eq!(codes(&inspect(&open, "169.254.169.254/app:v1").await), vec![Code::Pg506]);
 
     // A named registry whose token realm points at a metadata address: the realm is not fetched.
