@@ -1,3 +1,4 @@
+pub mod answer;
 pub mod api_faults;
 pub mod certs;
 pub mod control_plane;
@@ -13,4 +14,5 @@ pub mod shared;
 pub mod stats;
 pub mod time;
 pub mod token;
+pub mod wait;
 pub mod webhook;
