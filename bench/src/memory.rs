@@ -10,7 +10,7 @@ use futures::{StreamExt, stream};
 use crate::{
     RunArgs,
     client::{https_client, post},
-    fake_registry::FakeRegistry,
+    fake_registry,
     process::{spawn_pullguard, write_config},
     progress,
     report::{Row, Table},
@@ -25,7 +25,7 @@ const RSS_TARGET_MIB: f64 = 64.0;
 const REPOSITORIES: usize = IMAGES_PER_POD;
 
 pub async fn measure(args: &RunArgs, work: &Path, table: &mut Table) -> Result<()> {
-    let registry = FakeRegistry::start().await?;
+    let registry = fake_registry::start().await?;
     let config = work.join("memory.yaml");
     write_config(&config, &registry.host())?;
     let (mut serve, ca) = spawn_pullguard(&args.pullguard, &config, None, work, "memory-pullguard").await?;

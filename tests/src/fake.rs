@@ -1,9 +1,8 @@
 //! An in-process "registry" for faults a real one cannot produce on demand: fixed statuses
-//! (403, 429, 5xx), garbage bodies, and stalls. Every connection is answered the same way and
-//! counted; the listener stops when the value is dropped.
+//! (403, 429, 5xx), garbage bodies, stalls, canned routes. Every request is counted; the server
+//! stops when the value is dropped.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -12,17 +11,23 @@ use std::{
 };
 
 use anyhow::Result;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    task::JoinHandle,
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header},
+    response::Response,
 };
+use futures::stream;
+use tokio::net::TcpListener;
+
+use crate::loopback::{LoopbackServer, Stopping};
 
 #[derive(Clone, Debug)]
 pub enum Behaviour {
     /// Answer every request with this status, extra headers and body.
     Respond { status: u16, headers: Vec<(String, String)>, body: String },
-    /// Accept the connection, read the request, never answer (bounded by `limit`).
+    /// Read the request, never answer (bounded by `limit`).
     Stall { limit: Duration },
     /// Send headers promising `declared` bytes, then part of the body, then go silent.
     StallMidBody { declared: usize, limit: Duration },
@@ -39,6 +44,7 @@ pub struct Route {
     pub method: String,
     pub path_contains: String,
     pub status: u16,
+    /// `Content-Type: application/json` unless these name another.
     pub headers: Vec<(String, String)>,
     pub body: String,
     /// Waited before answering.
@@ -49,111 +55,103 @@ impl Route {
     pub fn new(path_contains: &str, status: u16, body: &str) -> Route {
         Route { path_contains: path_contains.into(), status, body: body.into(), ..Route::default() }
     }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Route {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        (self.method.is_empty() || self.method == method.as_str()) && path.contains(&self.path_contains)
+    }
+}
+
+struct Fake {
+    behaviour: Behaviour,
+    requests: AtomicUsize,
+    stopping: Stopping,
 }
 
 pub struct FakeRegistry {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    server: LoopbackServer,
+    fake: Arc<Fake>,
 }
 
 impl FakeRegistry {
     pub async fn start(behaviour: Behaviour) -> Result<FakeRegistry> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let behaviour = behaviour.clone();
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let mut buffer = vec![0u8; 16 * 1024];
-                    let mut read = 0;
-                    // Read up to the end of the headers; requests here have no body.
-                    while read < buffer.len() {
-                        match stream.read(&mut buffer[read..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => read += n,
-                        }
-                        if buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    match behaviour {
-                        Behaviour::Stall { limit } => tokio::time::sleep(limit).await,
-                        Behaviour::StallMidBody { declared, limit } => {
-                            let head = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {declared}\r\n\r\n{{\"schemaVersion\":2,"
-                            );
-                            let _ = stream.write_all(head.as_bytes()).await;
-                            tokio::time::sleep(limit).await;
-                        }
-                        Behaviour::RedirectLoop => {
-                            let request = String::from_utf8_lossy(&buffer[..read]).to_string();
-                            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                            let response = format!(
-                                "HTTP/1.1 302 Found\r\nLocation: {path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                            );
-                            let _ = stream.write_all(response.as_bytes()).await;
-                            let _ = stream.shutdown().await;
-                        }
-                        Behaviour::Respond { status, headers, body } => {
-                            respond(&mut stream, status, &headers, &body).await;
-                        }
-                        Behaviour::Routes(routes) => {
-                            let request = String::from_utf8_lossy(&buffer[..read]).to_string();
-                            let mut words = request.split_whitespace();
-                            let method = words.next().unwrap_or_default();
-                            let path = words.next().unwrap_or("/");
-                            let route = routes.iter().find(|route| {
-                                (route.method.is_empty() || route.method == method)
-                                    && path.contains(&route.path_contains)
-                            });
-                            let Some(route) = route else {
-                                respond(&mut stream, 404, &[], "").await;
-                                return;
-                            };
-                            tokio::time::sleep(route.delay).await;
-                            let mut headers = route.headers.clone();
-                            headers.push(("Content-Type".into(), "application/json".into()));
-                            // A HEAD answer declares the body's length without sending it.
-                            let body = if method == "HEAD" { "" } else { route.body.as_str() };
-                            respond(&mut stream, route.status, &headers, body).await;
-                        }
-                    }
-                });
-            }
-        });
-        Ok(FakeRegistry { addr, requests, task })
+        let (server, fake) = LoopbackServer::start_with(|stopping| {
+            let fake = Arc::new(Fake { behaviour, requests: AtomicUsize::new(0), stopping });
+            (Router::new().fallback(answer).with_state(fake.clone()), fake)
+        })
+        .await?;
+        Ok(FakeRegistry { server, fake })
     }
 
+    /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.fake.requests.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        self.task.abort();
+async fn answer(State(fake): State<Arc<Fake>>, method: Method, uri: Uri) -> Response {
+    fake.requests.fetch_add(1, Ordering::SeqCst);
+    match &fake.behaviour {
+        Behaviour::Respond { status, headers, body } => respond(*status, headers, body.clone()),
+        Behaviour::Stall { limit } => {
+            fake.stopping.clone().sleep(*limit).await;
+            respond(504, &[], String::new())
+        }
+        Behaviour::StallMidBody { declared, limit } => stall_mid_body(*declared, *limit, &fake.stopping),
+        Behaviour::RedirectLoop => {
+            let target = uri.path_and_query().map_or_else(|| uri.path().to_owned(), ToString::to_string);
+            respond(302, &[("Location".into(), target)], String::new())
+        }
+        Behaviour::Routes(routes) => {
+            let Some(route) = routes.iter().find(|route| route.matches(&method, uri.path())) else {
+                return respond(404, &[], String::new());
+            };
+            tokio::time::sleep(route.delay).await;
+            let mut headers = route.headers.clone();
+            if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+                headers.push(("Content-Type".into(), "application/json".into()));
+            }
+            // A HEAD answer carries no body, so it declares none either.
+            let body = if method == Method::HEAD { String::new() } else { route.body.clone() };
+            respond(route.status, &headers, body)
+        }
     }
 }
 
-async fn respond(stream: &mut tokio::net::TcpStream, status: u16, headers: &[(String, String)], body: &str) {
-    let mut response =
-        format!("HTTP/1.1 {status} Fake\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+fn respond(status: u16, headers: &[(String, String)], body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in headers {
-        response.push_str(&format!("{name}: {value}\r\n"));
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().append(name, value);
+        }
     }
-    response.push_str("\r\n");
-    response.push_str(body);
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    response
+}
+
+// Broken bytes on purpose: a `Content-Length` the body never reaches, and a body that stops
+// mid-way until the limit (or the server's stop) cuts the connection.
+fn stall_mid_body(declared: usize, limit: Duration, stopping: &Stopping) -> Response {
+    let stopping = stopping.clone();
+    let start = stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"{\"schemaVersion\":2,")) });
+    let silence = stream::once(async move {
+        stopping.sleep(limit).await;
+        Err(std::io::Error::other("the fake registry stalled mid-body"))
+    });
+    let mut response = Response::new(Body::from_stream(futures::StreamExt::chain(start, silence)));
+    let headers = response.headers_mut();
+    headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(declared));
+    response
 }
 
 /// A port nothing listens on (bound, then released).

@@ -90,8 +90,8 @@ impl RegistryProcess {
     }
 
     /// HTTPS with a fresh [`TestCa`] and bearer-token auth against `token` (`auth.token`):
-    /// every request needs a token from its realm. [`crate::seed::Seeder`] cannot push here;
-    /// use [`crate::token::TokenSeeder`].
+    /// every request needs a token from its realm: seed it with [`crate::seed::Seeder::with_auth`]
+    /// and [`crate::seed::Auth::Bearer`] or [`crate::seed::Auth::Token`].
     pub async fn start_token_auth(token: &TokenServer) -> Result<Self> {
         Self::start(
             true,
@@ -318,10 +318,7 @@ impl RegistryProcess {
         let mut secret = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
             .map_err(|_| anyhow!("no randomness for the registry secret"))?;
-        let secret = secret.iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
+        let secret = hex::encode(secret);
         let mut config = format!(
             "version: 0.1
 log:

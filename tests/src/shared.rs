@@ -19,8 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Serialize, de::DeserializeOwned};
+
+/// Kept here for the tests that import it from its first home.
+pub use crate::wait::eventually;
 
 /// How long an environment outlives the last test process that used it. Tests of one binary
 /// run back to back, so a gap this long means its tests are done.
@@ -229,22 +232,4 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     writeln!(file, "{line}").with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-/// Fails unless `condition` holds within `limit`, polling every 100 ms.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut condition: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if condition().await {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{what}: not within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

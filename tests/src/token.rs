@@ -1,33 +1,33 @@
-//! An in-process Docker token server (the `auth.token` realm of a distribution registry), plus a
-//! small bearer-token push path for seeding registries that only accept tokens.
+//! An in-process Docker token server (the `auth.token` realm of a distribution registry).
+//! Seeding a registry behind it goes through [`crate::seed::Seeder`] with [`crate::seed::Auth`].
 //!
 //! Tokens are ES256 JWTs signed with a P-256 key whose self-signed certificate is the registry's
 //! `rootcertbundle`; the JWT header names the key by its libtrust key ID, which is how
-//! distribution 2.8 picks the verification key. The server speaks just enough HTTP/1.1 for
-//! `GET /token?service=..&scope=..` with optional basic credentials, one request per connection.
+//! distribution 2.8 picks the verification key. `GET /token?service=..&scope=..` with optional
+//! basic credentials is the only endpoint; every request, on any path, is counted and logged.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail};
+use axum::Json;
+use axum::extract::State as Shared;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse as _, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use rcgen::{CertificateParams, DnType, KeyUsagePurpose, PublicKeyData as _, date_time_ymd};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::Url;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
-use crate::registry::{RegistryProcess, http_client};
-use crate::seed::{Descriptor, FetchedManifest, PushedImage, libtrust_key_id, media, sha256_digest};
+use crate::loopback::LoopbackServer;
+use crate::registry::http_client;
+use crate::seed::{TokenReply, libtrust_key_id, request_token};
 
 /// `service` (JWT `aud`) of a default [`TokenServer`].
 pub const DEFAULT_SERVICE: &str = "pullguard-test-registry";
@@ -43,8 +43,6 @@ pub const ROBOT_PASSWORD: &str = "robot-secret";
 /// Default user with pull on `public/*` only: authenticated, yet no better than anonymous.
 pub const LIMITED_USER: &str = "limited";
 pub const LIMITED_PASSWORD: &str = "limited-secret";
-
-const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// Actions on the repositories matching `pattern`: `*` (every repository), `prefix/*`
 /// (everything under `prefix/`), or an exact repository name.
@@ -172,21 +170,6 @@ pub struct TokenRequest {
     pub status: u16,
 }
 
-/// A token endpoint answer, for tests that look at failures.
-#[derive(Clone, Debug)]
-pub struct TokenReply {
-    pub status: StatusCode,
-    pub body: Value,
-}
-
-impl TokenReply {
-    /// `token` of a successful reply.
-    pub fn token(&self) -> Result<String> {
-        ensure!(self.status == StatusCode::OK, "token endpoint answered {}: {}", self.status, self.body);
-        self.body["token"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no token in {}", self.body))
-    }
-}
-
 struct Signer {
     key: EcdsaKeyPair,
     key_id: String,
@@ -198,7 +181,8 @@ struct Signer {
 
 impl Signer {
     fn issue(&self, subject: &str, access: &[Grant]) -> Result<String> {
-        let now = unix_now();
+        // A clock before 1970 is not worth a failure here.
+        let now = u64::try_from(crate::time::unix_now()).unwrap_or(0);
         let mut jti = [0u8; 16];
         self.rng.fill(&mut jti).map_err(|_| anyhow!("no randomness for a token id"))?;
         let header = json!({"typ": "JWT", "alg": "ES256", "kid": self.key_id});
@@ -210,7 +194,7 @@ impl Signer {
             // A little slack for clocks, as real token servers give.
             "nbf": now.saturating_sub(10),
             "iat": now,
-            "jti": hex(&jti),
+            "jti": hex::encode(jti),
             "access": access.iter().map(Grant::to_json).collect::<Vec<_>>(),
         });
         let signing_input = format!(
@@ -236,11 +220,10 @@ struct State {
 
 /// A token server on `127.0.0.1:<free port>`, plain HTTP; stops when dropped.
 pub struct TokenServer {
-    addr: SocketAddr,
+    server: LoopbackServer,
     state: Arc<State>,
     cert_pem: String,
     cert_path: PathBuf,
-    task: JoinHandle<()>,
     // Last field so the directory outlives everything that points into it.
     _dir: tempfile::TempDir,
 }
@@ -266,8 +249,6 @@ impl TokenServer {
         let cert_path = dir.path().join("root.crt");
         std::fs::write(&cert_path, &cert_pem).with_context(|| format!("writing {}", cert_path.display()))?;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             signer: Signer {
                 key,
@@ -284,17 +265,14 @@ impl TokenServer {
             log: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, shared.clone()));
-            }
-        });
-        Ok(Self { addr, state, cert_pem, cert_path, task, _dir: dir })
+        let server =
+            LoopbackServer::start(axum::Router::new().fallback(token_endpoint).with_state(shared)).await?;
+        Ok(Self { server, state, cert_pem, cert_path, _dir: dir })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// The token endpoint, `http://127.0.0.1:PORT/token`: the registry's `auth.token.realm`.
@@ -359,34 +337,12 @@ impl TokenServer {
         scopes: &[&str],
         credentials: Option<(&str, &str)>,
     ) -> Result<TokenReply> {
-        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", *s)).collect();
-        if let Some(service) = service {
-            query.push(("service", service));
-        }
-        if let Some((user, _)) = credentials {
-            query.push(("account", user));
-        }
-        let mut request = http_client(None)?.get(self.realm()).query(&query);
-        if let Some((user, password)) = credentials {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request.send().await.context("requesting a token")?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        let body = serde_json::from_slice(&body)
-            .with_context(|| format!("token endpoint answered {status} with non-JSON"))?;
-        Ok(TokenReply { status, body })
+        request_token(&http_client(None)?, &self.realm(), service, scopes, credentials).await
     }
 
     /// A token for `scope` from this server's own service, over HTTP; fails unless 200.
     pub async fn fetch_token(&self, scope: &str, credentials: Option<(&str, &str)>) -> Result<String> {
         self.request_token(Some(self.service()), &[scope], credentials).await?.token()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -403,7 +359,7 @@ fn root_certificate(key: &rcgen::KeyPair, issuer: &str) -> Result<String> {
 
 struct Answer {
     status: u16,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(HeaderName, String)>,
     body: Value,
 }
 
@@ -413,23 +369,16 @@ impl Answer {
     }
 }
 
-async fn serve(mut stream: TcpStream, state: Arc<State>) {
-    let mut buffer = vec![0u8; MAX_REQUEST_HEAD];
-    let mut read = 0;
-    let head_end = loop {
-        if let Some(end) = buffer[..read].windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        if read == buffer.len() {
-            return;
-        }
-        match stream.read(&mut buffer[read..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => read += n,
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let (record, answer) = answer(&head, &state);
+async fn token_endpoint(
+    Shared(state): Shared<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let target = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |target| target.to_string());
+    // A header that is not text counts as credentials that are not basic ones.
+    let authorization = headers.get(AUTHORIZATION).map(|value| value.to_str().unwrap_or_default().to_owned());
+    let (record, answer) = answer(method.as_str(), &target, authorization, &state);
     state.requests.fetch_add(1, Ordering::SeqCst);
     if record.had_credentials {
         state.with_credentials.fetch_add(1, Ordering::SeqCst);
@@ -437,50 +386,27 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
     if let Ok(mut log) = state.log.lock() {
         log.push(record);
     }
-
-    let body = answer.body.to_string();
-    let mut response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        answer.status,
-        reason(answer.status),
-        body.len()
-    );
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(answer.body)).into_response();
     for (name, value) in answer.headers {
-        response.push_str(&format!("{name}: {value}\r\n"));
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
     }
-    response.push_str("\r\n");
-    response.push_str(&body);
-    // The client may have gone away; there is nobody to report that to.
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    response
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        500 => "Internal Server Error",
-        _ => "Unknown",
-    }
-}
-
-fn answer(head: &str, state: &State) -> (TokenRequest, Answer) {
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_owned();
-    let target = request_line.next().unwrap_or_default().to_owned();
-    let authorization = lines
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
-        .map(|(_, value)| value.trim().to_owned());
+fn answer(
+    method: &str,
+    target: &str,
+    authorization: Option<String>,
+    state: &State,
+) -> (TokenRequest, Answer) {
     let credentials = authorization.as_deref().map(basic_credentials);
 
     let mut record = TokenRequest {
-        method: method.clone(),
-        target: target.clone(),
+        method: method.to_owned(),
+        target: target.to_owned(),
         service: None,
         scopes: Vec::new(),
         account: None,
@@ -550,7 +476,7 @@ fn issue_for(record: &TokenRequest, credentials: Option<Option<(String, String)>
                 "token": token,
                 "access_token": token,
                 "expires_in": signer.expires_in,
-                "issued_at": rfc3339(unix_now()),
+                "issued_at": crate::time::now_rfc3339(),
             }),
         },
         Err(e) => Answer::error(500, "UNKNOWN", &format!("{e:#}")),
@@ -559,7 +485,7 @@ fn issue_for(record: &TokenRequest, credentials: Option<Option<(String, String)>
 
 fn unauthorized(signer: &Signer, message: &str) -> Answer {
     let mut answer = Answer::error(401, "UNAUTHORIZED", message);
-    answer.headers.push(("WWW-Authenticate", format!("Basic realm=\"{}\"", signer.issuer)));
+    answer.headers.push((WWW_AUTHENTICATE, format!("Basic realm=\"{}\"", signer.issuer)));
     answer
 }
 
@@ -574,56 +500,6 @@ fn basic_credentials(value: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// A parsed `WWW-Authenticate: Bearer ...` challenge.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BearerChallenge {
-    pub realm: String,
-    pub service: Option<String>,
-    pub scope: Option<String>,
-    /// `insufficient_scope` or `invalid_token` when a token was sent and refused.
-    pub error: Option<String>,
-}
-
-impl BearerChallenge {
-    /// `None` unless the scheme is Bearer and a realm is given. Quoted values may hold commas
-    /// (`scope="repository:a:pull,push"`), so this does not split on them blindly.
-    pub fn parse(header: &str) -> Option<Self> {
-        let (scheme, params) = header.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        let mut challenge = Self::default();
-        let mut realm = None;
-        let mut rest = params.trim();
-        while !rest.is_empty() {
-            let (name, after) = rest.split_once('=')?;
-            let (value, after) = match after.strip_prefix('"') {
-                Some(quoted) => {
-                    let close = quoted.find('"')?;
-                    (&quoted[..close], &quoted[close + 1..])
-                }
-                None => after.split_once(',').map_or((after, ""), |(v, a)| (v, a)),
-            };
-            let value = value.to_owned();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "realm" => realm = Some(value),
-                "service" => challenge.service = Some(value),
-                "scope" => challenge.scope = Some(value),
-                "error" => challenge.error = Some(value),
-                _ => {}
-            }
-            rest = after.trim_start().trim_start_matches(',').trim_start();
-        }
-        challenge.realm = realm?;
-        Some(challenge)
-    }
-
-    /// The challenge of a response, if it carries one.
-    pub fn from_response(response: &reqwest::Response) -> Option<Self> {
-        response.headers().get("www-authenticate")?.to_str().ok().and_then(Self::parse)
-    }
-}
-
 /// Decodes a JWT's header and claims without checking the signature, for assertions.
 pub fn decode_jwt(token: &str) -> Result<(Value, Value)> {
     let mut parts = token.split('.');
@@ -635,177 +511,6 @@ pub fn decode_jwt(token: &str) -> Result<(Value, Value)> {
     let header = serde_json::from_slice(&B64URL.decode(header)?).context("JWT header")?;
     let claims = serde_json::from_slice(&B64URL.decode(claims)?).context("JWT claims")?;
     Ok((header, claims))
-}
-
-/// Pushes and reads through a token-auth registry with one fixed bearer token (no challenge
-/// dance), so seeding does not show up in the token server's counters unless the token came
-/// from [`TokenServer::fetch_token`].
-///
-/// [`crate::seed::Seeder`] only speaks basic auth; this covers simple images.
-pub struct TokenSeeder {
-    client: reqwest::Client,
-    base: Url,
-    token: String,
-}
-
-impl TokenSeeder {
-    /// Seeds `registry` with a token minted by [`TokenServer::push_token`] for `repos`.
-    pub fn new(registry: &RegistryProcess, tokens: &TokenServer, repos: &[&str]) -> Result<Self> {
-        Self::with_token(registry, &tokens.push_token(repos)?)
-    }
-
-    pub fn with_token(registry: &RegistryProcess, token: &str) -> Result<Self> {
-        let base = registry.base_url();
-        Ok(Self {
-            client: registry.client()?,
-            base: Url::parse(&base).with_context(|| format!("registry URL {base:?}"))?,
-            token: token.to_owned(),
-        })
-    }
-
-    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.client.request(method, url).header(AUTHORIZATION, format!("Bearer {}", self.token))
-    }
-
-    fn url(&self, path: &str) -> Result<Url> {
-        Ok(self.base.join(path)?)
-    }
-
-    /// Uploads a blob (POST + PUT), typed `application/octet-stream`.
-    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Result<Descriptor> {
-        let digest = sha256_digest(bytes);
-        let start =
-            self.request(Method::POST, self.url(&format!("/v2/{repo}/blobs/uploads/"))?).send().await?;
-        if start.status() != StatusCode::ACCEPTED {
-            bail!(
-                "POST /v2/{repo}/blobs/uploads/ -> {}: {}",
-                start.status(),
-                challenge_and_body(start).await
-            );
-        }
-        let location = start
-            .headers()
-            .get(LOCATION)
-            .ok_or_else(|| anyhow!("blob upload to {repo}: 202 without Location"))?
-            .to_str()?;
-        let mut url = self.base.join(location)?;
-        url.query_pairs_mut().append_pair("digest", &digest);
-        let put = self
-            .request(Method::PUT, url)
-            .header(CONTENT_TYPE, media::OCTET_STREAM)
-            .body(bytes.to_vec())
-            .send()
-            .await?;
-        if put.status() != StatusCode::CREATED {
-            bail!("PUT blob {digest} to {repo} -> {}: {}", put.status(), challenge_and_body(put).await);
-        }
-        Ok(Descriptor { media_type: media::OCTET_STREAM.to_owned(), digest, size: bytes.len() as u64 })
-    }
-
-    /// PUTs a manifest under `reference` and returns the sha256 of `body`.
-    pub async fn push_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Result<String> {
-        let response = self
-            .request(Method::PUT, self.url(&format!("/v2/{repo}/manifests/{reference}"))?)
-            .header(CONTENT_TYPE, media_type)
-            .body(body.to_vec())
-            .send()
-            .await?;
-        if response.status() != StatusCode::CREATED {
-            bail!(
-                "PUT /v2/{repo}/manifests/{reference} -> {}: {}",
-                response.status(),
-                challenge_and_body(response).await
-            );
-        }
-        Ok(sha256_digest(body))
-    }
-
-    /// Pushes a one-layer OCI linux image for `architecture` and tags it.
-    pub async fn push_image(&self, repo: &str, tag: &str, architecture: &str) -> Result<PushedImage> {
-        let label = format!("{repo}:{tag} linux/{architecture}");
-        let layer =
-            self.push_blob(repo, format!("pullguard token test layer of {label}\n").as_bytes()).await?;
-        let layer = layer.with_media_type(media::OCI_LAYER);
-        let config = serde_json::to_vec(&json!({
-            "architecture": architecture,
-            "os": "linux",
-            "created": "2020-01-01T00:00:00Z",
-            "config": {"Labels": {"org.pullguard.test.seed": label}},
-            "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
-        }))?;
-        let config = self.push_blob(repo, &config).await?.with_media_type(media::OCI_CONFIG);
-        let body = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": media::OCI_MANIFEST,
-            "config": config.to_json(),
-            "layers": [layer.to_json()],
-        }))?;
-        let digest = self.push_manifest(repo, tag, media::OCI_MANIFEST, &body).await?;
-        Ok(PushedImage {
-            digest,
-            media_type: media::OCI_MANIFEST.to_owned(),
-            size: body.len() as u64,
-            config_digest: config.digest,
-            total_layer_size: layer.size,
-        })
-    }
-
-    /// GET a manifest with [`media::FULL_ACCEPT`] and this token; any status is returned.
-    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest> {
-        let response = self
-            .request(Method::GET, self.url(&format!("/v2/{repo}/manifests/{reference}"))?)
-            .header(ACCEPT, media::FULL_ACCEPT)
-            .send()
-            .await?;
-        let header =
-            |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(FetchedManifest {
-            status: response.status(),
-            content_type: header("content-type"),
-            digest: header("docker-content-digest"),
-            content_length: header("content-length").and_then(|v| v.parse().ok()),
-            body: response.bytes().await?.to_vec(),
-        })
-    }
-}
-
-// A refused token is explained by the challenge, not the body.
-async fn challenge_and_body(response: reqwest::Response) -> String {
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| format!("[{v}] "))
-        .unwrap_or_default();
-    format!("{challenge}{}", response.text().await.unwrap_or_default())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn rfc3339(secs: u64) -> String {
-    // Howard Hinnant's days-from-epoch to proleptic Gregorian date, for days >= 0.
-    let z = secs / 86_400 + 719_468;
-    let (era, doe) = (z / 146_097, z % 146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let rem = secs % 86_400;
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -838,31 +543,11 @@ mod tests {
     }
 
     #[test]
-    fn challenges_keep_commas_inside_quotes() {
-        let parsed = BearerChallenge::parse(
-            r#"Bearer realm="http://127.0.0.1:1/token",service="svc",scope="repository:a:pull,push",error="insufficient_scope""#,
-        )
-        .unwrap();
-        assert_eq!(parsed.realm, "http://127.0.0.1:1/token");
-        assert_eq!(parsed.service.as_deref(), Some("svc"));
-        assert_eq!(parsed.scope.as_deref(), Some("repository:a:pull,push"));
-        assert_eq!(parsed.error.as_deref(), Some("insufficient_scope"));
-        assert!(BearerChallenge::parse(r#"Basic realm="x""#).is_none());
-        assert!(BearerChallenge::parse(r#"Bearer service="x""#).is_none());
-    }
-
-    #[test]
     fn basic_credentials_are_strict() {
         let value = format!("Basic {}", B64.encode("robot:pa:ss"));
         assert_eq!(basic_credentials(&value), Some(("robot".to_owned(), "pa:ss".to_owned())));
         assert_eq!(basic_credentials("Bearer abc"), None);
         assert_eq!(basic_credentials("Basic !!!"), None);
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(19_782 * 86_400 + 3661), "2024-02-29T01:01:01Z");
     }
 
     #[tokio::test]

@@ -1,9 +1,9 @@
 //! Runs pullguard's webhook in-process over real HTTPS (self-signed certificate, HTTP/2 client)
 //! and loads the captured AdmissionReview fixtures.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use pullguard::{
     app::App,
     server::{self, Running, tls},
@@ -14,7 +14,9 @@ use pullguard_core::{
 };
 use serde_json::Value;
 
+use crate::answer::Answer;
 use crate::registry::RegistryProcess;
+use crate::wait::{eventually, poll};
 
 pub struct Webhook {
     pub running: Running,
@@ -74,15 +76,9 @@ impl Webhook {
     }
 
     /// Waits (bounded) until `/readyz` answers 200.
-    pub async fn wait_ready(&self, limit: std::time::Duration) -> Result<()> {
-        let started = std::time::Instant::now();
-        while started.elapsed() < limit {
-            if self.readyz().await? == 200 {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        anyhow::bail!("not ready after {limit:?}")
+    pub async fn wait_ready(&self, limit: Duration) -> Result<()> {
+        eventually("readiness", limit, || async { self.readyz().await.is_ok_and(|status| status == 200) })
+            .await
     }
 
     pub fn url(&self) -> String {
@@ -95,6 +91,25 @@ impl Webhook {
         let status = response.status().as_u16();
         let body = response.json::<Value>().await.context("response is not JSON")?;
         Ok((status, body))
+    }
+
+    /// Sends a review and returns its answer; fails unless the HTTP status is 200.
+    pub async fn review(&self, review: &Value) -> Result<Answer> {
+        let (status, body) = self.post(review).await?;
+        ensure!(status == 200, "HTTP {status}: {body}");
+        Answer::from_review(&body)
+    }
+
+    /// Sends `review` again and again (bounded by `limit`) until its answer is `accepted`, for
+    /// changes the webhook learns in the background (watched nodes, namespaces, secrets).
+    pub async fn review_until(
+        &self,
+        review: &Value,
+        what: &str,
+        limit: Duration,
+        accepted: impl Fn(&Answer) -> bool,
+    ) -> Result<Answer> {
+        poll(what, limit, || async { self.review(review).await.ok().filter(|answer| accepted(answer)) }).await
     }
 
     pub async fn post_raw(&self, body: Vec<u8>) -> Result<(u16, String)> {

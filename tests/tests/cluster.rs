@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pullguard_core::config::{Config, Mode};
 use pullguard_core::credentials::Keyring;
 use pullguard_tests::{
+    answer::Answer,
     api_faults::{ApiFaults, Fault},
     control_plane::{ControlPlane, Options, random_suffix},
     installed::create_ready_node,
@@ -45,17 +46,10 @@ fn with_image(mut review: Value, image: &str) -> Value {
     review
 }
 
-fn codes(body: &Value) -> Vec<String> {
-    let findings = body["response"]["auditAnnotations"]["findings"].as_str().unwrap_or("[]");
-    let findings: Vec<Value> = serde_json::from_str(findings).unwrap();
-    let mut codes: Vec<String> = findings.iter().map(|f| f["code"].as_str().unwrap().to_string()).collect();
-    codes.sort();
+fn codes(answer: &Answer) -> Vec<String> {
+    let mut codes = answer.codes();
     codes.dedup();
     codes
-}
-
-fn allowed(body: &Value) -> bool {
-    body["response"]["allowed"].as_bool().unwrap()
 }
 
 /// The key of the taint that keeps each test's nodes its own.
@@ -193,59 +187,55 @@ async fn platform_checks_follow_the_node_pools() {
     let windows_daemonset = cluster.review("17-create-daemonset-main-agent.json", "unset");
 
     // The pod selects the arm pool: a multi-arch image is fine, an amd64-only one cannot run there.
-    let (_, body) = webhook.post(&with_image(pod.clone(), &cluster.image("multi:v1"))).await.unwrap();
-    assert!(allowed(&body), "{body}");
-    assert!(codes(&body).is_empty(), "{body}");
-    let (_, body) = webhook.post(&with_image(pod.clone(), &cluster.image("amdonly:v1"))).await.unwrap();
-    assert!(!allowed(&body));
-    let message = body["response"]["status"]["message"].as_str().unwrap();
+    let answer = webhook.review(&with_image(pod.clone(), &cluster.image("multi:v1"))).await.unwrap();
+    assert!(answer.allowed, "{answer:?}");
+    assert!(codes(&answer).is_empty(), "{answer:?}");
+    let answer = webhook.review(&with_image(pod.clone(), &cluster.image("amdonly:v1"))).await.unwrap();
+    assert!(!answer.allowed);
+    let message = answer.message.as_str();
     assert!(message.contains("PG301") && message.contains("arm-pool"), "{message}");
 
     // No selector: Linux and Windows nodes are both candidates, so a Linux image only fits some.
-    let (_, body) =
-        webhook.post(&with_image(deployment.clone(), &cluster.image("amdonly:v1"))).await.unwrap();
-    assert!(allowed(&body));
-    assert_eq!(codes(&body), vec!["PG302"]);
-    let warnings = body["response"]["warnings"].to_string();
+    let answer = webhook.review(&with_image(deployment.clone(), &cluster.image("amdonly:v1"))).await.unwrap();
+    assert!(answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG302"]);
+    let warnings = answer.warnings.join("\n");
     assert!(warnings.contains("PG302"), "{warnings}");
 
     // Windows nodes run build 10.0.20348: an ltsc2019 image does not match, ltsc2022 does.
-    let (_, body) =
-        webhook.post(&with_image(windows_daemonset.clone(), &cluster.image("win:ltsc2019"))).await.unwrap();
-    assert!(!allowed(&body));
-    assert_eq!(codes(&body), vec!["PG303"]);
-    let (_, body) =
-        webhook.post(&with_image(windows_daemonset, &cluster.image("win:ltsc2022"))).await.unwrap();
-    assert!(allowed(&body), "{body}");
-    assert!(codes(&body).is_empty(), "{body}");
+    let answer =
+        webhook.review(&with_image(windows_daemonset.clone(), &cluster.image("win:ltsc2019"))).await.unwrap();
+    assert!(!answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG303"]);
+    let answer =
+        webhook.review(&with_image(windows_daemonset, &cluster.image("win:ltsc2022"))).await.unwrap();
+    assert!(answer.allowed, "{answer:?}");
+    assert!(codes(&answer).is_empty(), "{answer:?}");
 
     // A pool scaled to zero: the selector still names the platform.
     let mut scaled = with_image(pod.clone(), &cluster.image("amdonly:v1"));
     scaled["request"]["object"]["spec"]["nodeSelector"]["cloud.google.com/gke-nodepool"] = json!("gpu-pool");
-    let (_, body) = webhook.post(&scaled).await.unwrap();
-    assert!(!allowed(&body));
-    assert_eq!(codes(&body), vec!["PG301"]);
+    let answer = webhook.review(&scaled).await.unwrap();
+    assert!(!answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG301"]);
     // ... and when it names none, the check is skipped with an info finding.
     scaled["request"]["object"]["spec"]["nodeSelector"] =
         json!({"cloud.google.com/gke-nodepool": "gpu-pool"});
-    let (_, body) = webhook.post(&scaled).await.unwrap();
-    assert!(allowed(&body));
-    assert_eq!(codes(&body), vec!["PG300"]);
-    assert!(body["response"]["warnings"].is_null(), "infos are not warnings: {body}");
+    let answer = webhook.review(&scaled).await.unwrap();
+    assert!(answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG300"]);
+    assert!(answer.warnings.is_empty(), "infos are not warnings: {answer:?}");
 
     // The inventory follows the cluster: without the Windows node the deployment fits everywhere.
     let nodes: Api<Node> = Api::all(cluster.control_plane.client().await.unwrap());
     nodes.delete(&cluster.node_name("win-1"), &DeleteParams::default()).await.unwrap();
     let review = with_image(deployment, &cluster.image("amdonly:v1"));
-    let started = std::time::Instant::now();
-    loop {
-        let (_, body) = webhook.post(&review).await.unwrap();
-        if codes(&body).is_empty() {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "node deletion never seen: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    webhook
+        .review_until(&review, "the node deletion", Duration::from_secs(10), |answer| {
+            codes(answer).is_empty()
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -255,29 +245,24 @@ async fn namespace_labels_set_the_mode() {
 
     cluster.label_namespace(Some("warn")).await;
     let enforcing = cluster.webhook(cluster.config()).await;
-    let (_, body) = enforcing.post(&bad).await.unwrap();
-    assert!(allowed(&body), "warn namespace: {body}");
-    assert!(body["response"]["warnings"].to_string().contains("PG101"));
-    assert_eq!(body["response"]["auditAnnotations"]["mode"], "warn");
+    let answer = enforcing.review(&bad).await.unwrap();
+    assert!(answer.allowed, "warn namespace: {answer:?}");
+    assert!(answer.warns("PG101"));
+    assert_eq!(answer.annotation("mode").unwrap_or_default(), "warn");
 
     // The label is followed live, and may tighten as well as relax.
     cluster.label_namespace(Some("enforce")).await;
     let warning = cluster.webhook(Config { mode: Mode::Warn, ..cluster.config() }).await;
-    let started = std::time::Instant::now();
-    loop {
-        let (_, body) = warning.post(&bad).await.unwrap();
-        if !allowed(&body) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "label change never seen: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    warning
+        .review_until(&bad, "the label change", Duration::from_secs(10), |answer| !answer.allowed)
+        .await
+        .unwrap();
     // An object annotation still only relaxes the namespace's mode.
     let mut relaxed = bad.clone();
     relaxed["request"]["object"]["metadata"]["annotations"]["pullguard.io/mode"] = json!("audit");
-    let (_, body) = warning.post(&relaxed).await.unwrap();
-    assert!(allowed(&body));
-    assert!(body["response"]["warnings"].is_null());
+    let answer = warning.review(&relaxed).await.unwrap();
+    assert!(answer.allowed);
+    assert!(answer.warnings.is_empty());
 }
 
 #[tokio::test]
@@ -292,14 +277,13 @@ async fn readiness_waits_for_the_watches() {
     assert_eq!(webhook.readyz().await.unwrap(), 503);
     // While not synced it still answers, without platform data.
     let review = cluster.review("01-create-pod-main-web.json", &cluster.image("amdonly:v1"));
-    let (status, body) = webhook.post(&review).await.unwrap();
-    assert_eq!(status, 200);
-    assert!(allowed(&body));
-    assert_eq!(codes(&body), vec!["PG300"]);
+    let answer = webhook.review(&review).await.unwrap();
+    assert!(answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG300"]);
     cluster.api.set_fault(Fault::None);
     webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let (_, body) = webhook.post(&review).await.unwrap();
-    assert_eq!(codes(&body), vec!["PG301"]);
+    let answer = webhook.review(&review).await.unwrap();
+    assert_eq!(codes(&answer), vec!["PG301"]);
 }
 
 /// A Deployment's template pointed at the arm pool (selector plus the pool's toleration).
@@ -319,32 +303,32 @@ async fn acceptance_deployments_pods_zero_nodes_and_new_pools() {
     let webhook = cluster.webhook(cluster.config()).await;
 
     // A Deployment selecting the arm64 pool: amd64-only is denied naming the pool and platforms.
-    let (_, body) = webhook.post(&arm_deployment(&cluster, &cluster.image("amdonly:v1"))).await.unwrap();
-    assert!(!allowed(&body));
-    let message = body["response"]["status"]["message"].as_str().unwrap();
+    let answer = webhook.review(&arm_deployment(&cluster, &cluster.image("amdonly:v1"))).await.unwrap();
+    assert!(!answer.allowed);
+    let message = answer.message.as_str();
     assert!(message.contains("PG301"), "{message}");
     assert!(message.contains("cloud.google.com/gke-nodepool=arm-pool"), "{message}");
     assert!(message.contains("built for linux/amd64"), "{message}");
-    let (_, body) = webhook.post(&arm_deployment(&cluster, &cluster.image("multi:v1"))).await.unwrap();
-    assert!(allowed(&body), "{body}");
+    let answer = webhook.review(&arm_deployment(&cluster, &cluster.image("multi:v1"))).await.unwrap();
+    assert!(answer.allowed, "{answer:?}");
 
     // A Pod with no selector in the mixed cluster: PG302 naming the pools that can run it.
     let mut pod = cluster.review("01-create-pod-main-web.json", &cluster.image("amdonly:v1"));
     let spec = &mut pod["request"]["object"]["spec"];
     spec["nodeSelector"] = Value::Null;
     spec["affinity"] = Value::Null;
-    let (_, body) = webhook.post(&pod).await.unwrap();
-    assert!(allowed(&body));
-    assert_eq!(codes(&body), vec!["PG302"]);
-    let findings = body["response"]["auditAnnotations"]["findings"].as_str().unwrap();
+    let answer = webhook.review(&pod).await.unwrap();
+    assert!(answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG302"]);
+    let findings = answer.annotation("findings").unwrap();
     assert!(findings.contains("It runs on cloud.google.com/gke-nodepool=general"), "{findings}");
 
     // A new pool arrives through the watch and changes the verdict without a restart.
     let mut new_pool = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:v1"));
     new_pool["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
         json!({"cloud.google.com/gke-nodepool": "new-arm"});
-    let (_, body) = webhook.post(&new_pool).await.unwrap();
-    assert_eq!(codes(&body), vec!["PG300"], "no node yet: not verified");
+    let answer = webhook.review(&new_pool).await.unwrap();
+    assert_eq!(codes(&answer), vec!["PG300"], "no node yet: not verified");
     cluster
         .add_node(
             "new-arm-1",
@@ -352,16 +336,13 @@ async fn acceptance_deployments_pods_zero_nodes_and_new_pools() {
             &[],
         )
         .await;
-    let started = std::time::Instant::now();
-    loop {
-        let (_, body) = webhook.post(&new_pool).await.unwrap();
-        if codes(&body) == vec!["PG301"] {
-            assert!(body["response"]["status"]["message"].as_str().unwrap().contains("new-arm"));
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "new pool never seen: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answer = webhook
+        .review_until(&new_pool, "the new pool", Duration::from_secs(10), |answer| {
+            codes(answer) == vec!["PG301"]
+        })
+        .await
+        .unwrap();
+    assert!(answer.message.as_str().contains("new-arm"));
 }
 
 #[tokio::test]
@@ -373,14 +354,14 @@ async fn a_cluster_with_zero_nodes_uses_the_selector_platform() {
     let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:v1"));
     review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
         json!({"kubernetes.io/arch": "arm64", "cloud.google.com/gke-nodepool": "scaled-to-zero"});
-    let (_, body) = webhook.post(&review).await.unwrap();
-    assert!(!allowed(&body));
-    assert_eq!(codes(&body), vec!["PG301"]);
+    let answer = webhook.review(&review).await.unwrap();
+    assert!(!answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG301"]);
     review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
         json!({"kubernetes.io/arch": "amd64", "cloud.google.com/gke-nodepool": "scaled-to-zero"});
-    let (_, body) = webhook.post(&review).await.unwrap();
-    assert!(allowed(&body));
-    assert!(codes(&body).is_empty(), "{body}");
+    let answer = webhook.review(&review).await.unwrap();
+    assert!(answer.allowed);
+    assert!(codes(&answer).is_empty(), "{answer:?}");
 }
 
 #[tokio::test]
@@ -413,22 +394,18 @@ async fn booting_and_cordoned_nodes_stay_in_their_pool() {
         let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:v1"));
         review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
             json!({"cloud.google.com/gke-nodepool": pool});
-        let mut verdict = Value::Null;
-        let started = std::time::Instant::now();
         // The node watch delivers the new nodes a moment after they are created.
-        while started.elapsed() < Duration::from_secs(10) {
-            let (_, body) = webhook.post(&review).await.unwrap();
-            verdict = body;
-            if codes(&verdict) != vec!["PG300"] {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(codes(&verdict), vec!["PG301"], "{pool}: {verdict}");
-        let message = verdict["response"]["status"]["message"].as_str().unwrap();
+        let verdict = webhook
+            .review_until(&review, "the new nodes", Duration::from_secs(10), |answer| {
+                codes(answer) != vec!["PG300"]
+            })
+            .await
+            .unwrap();
+        assert_eq!(codes(&verdict), vec!["PG301"], "{pool}: {verdict:?}");
+        let message = verdict.message.as_str();
         assert!(message.contains(pool), "{message}");
-        let (_, body) = webhook.post(&with_image(review, &cluster.image("multi:v1"))).await.unwrap();
-        assert!(allowed(&body) && codes(&body).is_empty(), "{pool}: {body}");
+        let answer = webhook.review(&with_image(review, &cluster.image("multi:v1"))).await.unwrap();
+        assert!(answer.allowed && codes(&answer).is_empty(), "{pool}: {answer:?}");
     }
 }
 
@@ -482,50 +459,35 @@ async fn images_the_nodes_hold_are_judged_by_the_pull_policy() {
         }
     }
     let webhook = cluster.webhook(cluster.config()).await;
-    let verdict = |review: Value| {
-        let webhook = &webhook;
-        async move {
-            // The node watch delivers the image lists a moment after they are reported.
-            let started = std::time::Instant::now();
-            loop {
-                let (_, body) = webhook.post(&review).await.unwrap();
-                let settled = !codes(&body).contains(&"PG300".to_string());
-                if settled || started.elapsed() > Duration::from_secs(10) {
-                    return body;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+    // The node watch delivers the image lists a moment after the nodes themselves.
+    let verdict = async |review: Value, settled: fn(&[String]) -> bool| {
+        let what = "the nodes' image lists";
+        let limit = Duration::from_secs(10);
+        webhook.review_until(&review, what, limit, |answer| settled(&codes(answer))).await.unwrap()
     };
+    let any = |codes: &[String]| !codes.contains(&"PG300".to_owned());
 
-    // IfNotPresent and every node holds it: a missing tag does not stop today's pods. (The image
-    // lists reach pullguard through the node watch, after the nodes themselves.)
-    let mut body = verdict(pooled(&cluster, &gone, "IfNotPresent", "held")).await;
-    for _ in 0..50 {
-        if codes(&body) == vec!["PG104"] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        body = verdict(pooled(&cluster, &gone, "IfNotPresent", "held")).await;
-    }
-    assert!(allowed(&body), "{body}");
-    assert_eq!(codes(&body), vec!["PG104"], "{body}");
-    let warnings = body["response"]["warnings"].to_string();
+    // IfNotPresent and every node holds it: a missing tag does not stop today's pods.
+    let answer =
+        verdict(pooled(&cluster, &gone, "IfNotPresent", "held"), |codes: &[String]| codes == ["PG104"]).await;
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(codes(&answer), vec!["PG104"], "{answer:?}");
+    let warnings = answer.warnings.join("\n");
     assert!(warnings.contains("PG104") && warnings.contains("PG101"), "{warnings}");
     // ... but Always pulls, and a pool where one node lacks it pulls there.
-    let body = verdict(pooled(&cluster, &gone, "Always", "held")).await;
-    assert_eq!((allowed(&body), codes(&body)), (false, vec!["PG101".to_string()]), "{body}");
-    let body = verdict(pooled(&cluster, &gone, "IfNotPresent", "partial")).await;
-    assert_eq!((allowed(&body), codes(&body)), (false, vec!["PG101".to_string()]), "{body}");
+    let answer = verdict(pooled(&cluster, &gone, "Always", "held"), any).await;
+    assert_eq!((answer.allowed, codes(&answer)), (false, vec!["PG101".to_string()]), "{answer:?}");
+    let answer = verdict(pooled(&cluster, &gone, "IfNotPresent", "partial"), any).await;
+    assert_eq!((answer.allowed, codes(&answer)), (false, vec!["PG101".to_string()]), "{answer:?}");
 
     // Never: no registry request at all; the nodes' lists decide, a gap is a warning at most.
     let before = cluster.registry.manifest_requests("local");
-    let body = verdict(pooled(&cluster, &local, "Never", "held")).await;
-    assert!(allowed(&body) && codes(&body).is_empty(), "{body}");
-    let body = verdict(pooled(&cluster, &local, "Never", "partial")).await;
-    assert!(allowed(&body), "{body}");
-    assert_eq!(codes(&body), vec!["PG105"], "{body}");
-    assert!(body["response"]["warnings"].to_string().contains("ErrImageNeverPull"), "{body}");
+    let answer = verdict(pooled(&cluster, &local, "Never", "held"), any).await;
+    assert!(answer.allowed && codes(&answer).is_empty(), "{answer:?}");
+    let answer = verdict(pooled(&cluster, &local, "Never", "partial"), any).await;
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(codes(&answer), vec!["PG105"], "{answer:?}");
+    assert!(answer.warns("ErrImageNeverPull"), "{answer:?}");
     assert_eq!(cluster.registry.manifest_requests("local"), before, "a Never image is not looked up");
 }
 
@@ -540,10 +502,10 @@ async fn spec_os_keeps_a_pod_to_nodes_of_its_os() {
     spec["nodeSelector"] = Value::Null;
     spec["affinity"] = Value::Null;
     spec["os"] = json!({"name": "windows"});
-    let (_, body) = webhook.post(&pod).await.unwrap();
-    assert!(!allowed(&body), "{body}");
-    assert_eq!(codes(&body), vec!["PG301"], "{body}");
-    let message = body["response"]["status"]["message"].as_str().unwrap();
+    let answer = webhook.review(&pod).await.unwrap();
+    assert!(!answer.allowed, "{answer:?}");
+    assert_eq!(codes(&answer), vec!["PG301"], "{answer:?}");
+    let message = answer.message.as_str();
     assert!(message.contains("cloud.google.com/gke-nodepool=win"), "{message}");
 }
 
@@ -567,21 +529,18 @@ async fn schema_1_is_graded_by_the_nodes_runtime() {
     let webhook = cluster.webhook(cluster.config()).await;
     let review = |pool: &str| pooled(&cluster, &cluster.image("legacy:v1"), "IfNotPresent", pool);
     // containerd 1.x still pulls schema 1: a warning (the node watch brings the runtime version).
-    let mut body = Value::Null;
-    for _ in 0..50 {
-        body = webhook.post(&review("old")).await.unwrap().1;
-        if allowed(&body) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(allowed(&body), "{body}");
-    assert_eq!(codes(&body), vec!["PG401"], "{body}");
-    assert!(body["response"]["warnings"].to_string().contains("containerd 2.0"), "{body}");
+    let old = review("old");
+    let answer = webhook
+        .review_until(&old, "the runtime version", Duration::from_secs(10), |answer| answer.allowed)
+        .await
+        .unwrap();
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(codes(&answer), vec!["PG401"], "{answer:?}");
+    assert!(answer.warns("containerd 2.0"), "{answer:?}");
     // containerd 2.x refuses it.
-    let (_, body) = webhook.post(&review("new")).await.unwrap();
-    assert!(!allowed(&body), "{body}");
-    assert_eq!(codes(&body), vec!["PG401"], "{body}");
+    let answer = webhook.review(&review("new")).await.unwrap();
+    assert!(!answer.allowed, "{answer:?}");
+    assert_eq!(codes(&answer), vec!["PG401"], "{answer:?}");
 }
 
 #[tokio::test]
@@ -613,22 +572,20 @@ async fn windows_hosts_run_containers_of_the_previous_ltsc() {
         review
     };
     // Windows Server 2025 runs the ltsc2022 image (stable ABI); 2022 does not run a 2025 image.
-    let mut body = Value::Null;
-    for _ in 0..50 {
-        body = webhook.post(&on("win2025", "ltsc2022")).await.unwrap().1;
-        if !codes(&body).contains(&"PG300".to_string()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(allowed(&body) && codes(&body).is_empty(), "{body}");
-    let (_, body) = webhook.post(&on("win2025", "ltsc2025")).await.unwrap();
-    assert!(allowed(&body) && codes(&body).is_empty(), "{body}");
-    let (_, body) = webhook.post(&on("win2025", "ltsc2019")).await.unwrap();
-    assert_eq!(codes(&body), vec!["PG303"], "{body}");
-    let (_, body) = webhook.post(&on("win", "ltsc2025")).await.unwrap();
-    assert_eq!(codes(&body), vec!["PG303"], "{body}");
-    let message = body["response"]["status"]["message"].as_str().unwrap();
+    let answer = webhook
+        .review_until(&on("win2025", "ltsc2022"), "the Windows nodes", Duration::from_secs(10), |answer| {
+            !codes(answer).contains(&"PG300".to_owned())
+        })
+        .await
+        .unwrap();
+    assert!(answer.allowed && codes(&answer).is_empty(), "{answer:?}");
+    let answer = webhook.review(&on("win2025", "ltsc2025")).await.unwrap();
+    assert!(answer.allowed && codes(&answer).is_empty(), "{answer:?}");
+    let answer = webhook.review(&on("win2025", "ltsc2019")).await.unwrap();
+    assert_eq!(codes(&answer), vec!["PG303"], "{answer:?}");
+    let answer = webhook.review(&on("win", "ltsc2025")).await.unwrap();
+    assert_eq!(codes(&answer), vec!["PG303"], "{answer:?}");
+    let message = answer.message.as_str();
     assert!(!message.contains("buildx") && !message.contains("ltsc2022 tag for"), "{message}");
 }
 
@@ -653,9 +610,9 @@ async fn nodes_without_pool_labels_are_named_by_platform() {
     let webhook = cluster.webhook(cluster.config()).await;
     let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("armonly:v1"));
     review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] = json!({"group": "kubeadm"});
-    let (_, body) = webhook.post(&review).await.unwrap();
-    assert_eq!(codes(&body), vec!["PG301"], "{body}");
-    let message = body["response"]["status"]["message"].as_str().unwrap();
+    let answer = webhook.review(&review).await.unwrap();
+    assert_eq!(codes(&answer), vec!["PG301"], "{answer:?}");
+    let message = answer.message.as_str();
     assert!(message.contains("nodes without a pool label (linux/amd64, 3 node(s))"), "{message}");
     assert!(!message.contains("worker-1"), "nodes are not listed one by one: {message}");
 }

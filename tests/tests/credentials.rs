@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use pullguard_core::{config::Config, credentials::Keyring};
 use pullguard_tests::{
+    answer::Answer,
     api_faults::ApiFaults,
     control_plane::{ControlPlane, Options},
     installed::create_ready_node,
@@ -101,16 +102,8 @@ fn review(name: &str, spec_pointer: &str, namespace: &str, image: &str, secrets:
     review
 }
 
-fn codes(body: &Value) -> Vec<String> {
-    let findings = body["response"]["auditAnnotations"]["findings"].as_str().unwrap_or("[]");
-    let findings: Vec<Value> = serde_json::from_str(findings).unwrap();
-    let mut codes: Vec<String> = findings.iter().map(|f| f["code"].as_str().unwrap().to_string()).collect();
-    codes.sort();
-    codes
-}
-
-fn allowed(body: &Value) -> bool {
-    body["response"]["allowed"].as_bool().unwrap()
+fn codes(answer: &Answer) -> Vec<String> {
+    answer.codes()
 }
 
 struct Setup {
@@ -272,19 +265,18 @@ async fn every_credential_case_through_the_webhook() {
         ),
     ];
     for (name, review, expected, expect_allowed) in cases {
-        let (status, body) = setup.webhook.post(&review).await.unwrap();
-        assert_eq!(status, 200, "{name}");
-        assert_eq!(codes(&body), expected, "{name}: {body}");
-        assert_eq!(allowed(&body), expect_allowed, "{name}: {body}");
+        let answer = setup.webhook.review(&review).await.unwrap();
+        assert_eq!(codes(&answer), expected, "{name}: {answer:?}");
+        assert_eq!(answer.allowed, expect_allowed, "{name}: {answer:?}");
     }
 
     // PG204 names the keys that were present; the needless-secret warning says it is not needed.
-    let (_, body) = setup.webhook.post(&pod_review(&setup.shop, &image, Some(&["elsewhere"]))).await.unwrap();
-    let message = body["response"]["status"]["message"].as_str().unwrap();
+    let answer = setup.webhook.review(&pod_review(&setup.shop, &image, Some(&["elsewhere"]))).await.unwrap();
+    let message = answer.message.as_str();
     assert!(message.contains("other.example:5000"), "{message}");
     // A usable secret exists in the namespace but is not referenced: the message says so.
-    let (_, body) = setup.webhook.post(&pod_review(&setup.shop, &image, None)).await.unwrap();
-    let message = body["response"]["status"]["message"].as_str().unwrap();
+    let answer = setup.webhook.review(&pod_review(&setup.shop, &image, None)).await.unwrap();
+    let message = answer.message.as_str();
     // Only secrets the registry accepts are named: `wrong` and `stale-auth` match the host, but the
     // registry rejects what they hold.
     assert!(message.contains("add imagePullSecrets: [good, stale-password]"), "{message}");
@@ -318,34 +310,34 @@ async fn one_namespace_secret_never_admits_another_namespace() {
     let without = pod_review(&setup.team_b, &image, None);
 
     // A first, then B: B is denied although A's lookup is cached.
-    let (_, body) = setup.webhook.post(&with_secret).await.unwrap();
-    assert!(allowed(&body), "{body}");
+    let answer = setup.webhook.review(&with_secret).await.unwrap();
+    assert!(answer.allowed, "{answer:?}");
     let refused_before = setup.unauthorized_reads();
-    let (_, body) = setup.webhook.post(&without).await.unwrap();
-    assert!(!allowed(&body));
-    assert_eq!(codes(&body), vec!["PG201"]);
+    let answer = setup.webhook.review(&without).await.unwrap();
+    assert!(!answer.allowed);
+    assert_eq!(codes(&answer), vec!["PG201"]);
     assert!(
         setup.unauthorized_reads() > refused_before,
         "B's lookup went to the registry without credentials"
     );
 
     // B again, then A again, both warm: the verdicts hold in either order.
-    let (_, body) = setup.webhook.post(&without).await.unwrap();
-    assert!(!allowed(&body));
-    let (_, body) = setup.webhook.post(&with_secret).await.unwrap();
-    assert!(allowed(&body));
-    let (_, body) = setup.webhook.post(&without).await.unwrap();
-    assert!(!allowed(&body));
+    let answer = setup.webhook.review(&without).await.unwrap();
+    assert!(!answer.allowed);
+    let answer = setup.webhook.review(&with_secret).await.unwrap();
+    assert!(answer.allowed);
+    let answer = setup.webhook.review(&without).await.unwrap();
+    assert!(!answer.allowed);
 }
 
 #[tokio::test]
 async fn the_reverse_order_with_a_cold_cache() {
     let Some(setup) = Setup::start().await else { return };
     let image = setup.image();
-    let (_, body) = setup.webhook.post(&pod_review(&setup.team_b, &image, None)).await.unwrap();
-    assert!(!allowed(&body));
-    let (_, body) = setup.webhook.post(&pod_review(&setup.team_a, &image, Some(&["good"]))).await.unwrap();
-    assert!(allowed(&body), "A's secret is used although B's anonymous miss is cached: {body}");
+    let answer = setup.webhook.review(&pod_review(&setup.team_b, &image, None)).await.unwrap();
+    assert!(!answer.allowed);
+    let answer = setup.webhook.review(&pod_review(&setup.team_a, &image, Some(&["good"]))).await.unwrap();
+    assert!(answer.allowed, "A's secret is used although B's anonymous miss is cached: {answer:?}");
 }
 
 #[tokio::test]
@@ -353,8 +345,8 @@ async fn a_secret_created_after_a_denial_is_seen_without_a_restart() {
     let Some(setup) = Setup::start().await else { return };
     let image = setup.image();
     let review = pod_review(&setup.team_b, &image, Some(&["late"]));
-    let (_, body) = setup.webhook.post(&review).await.unwrap();
-    assert_eq!(codes(&body), vec!["PG202"]);
+    let answer = setup.webhook.review(&review).await.unwrap();
+    assert_eq!(codes(&answer), vec!["PG202"]);
     let host = setup.private.host();
     let late = secret(
         &setup.team_b,
@@ -365,15 +357,11 @@ async fn a_secret_created_after_a_denial_is_seen_without_a_restart() {
     );
     let client = setup.control_plane.client().await.unwrap();
     Api::<Secret>::namespaced(client, &setup.team_b).create(&PostParams::default(), &late).await.unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        let (_, body) = setup.webhook.post(&review).await.unwrap();
-        if allowed(&body) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "the new secret was never used: {body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    setup
+        .webhook
+        .review_until(&review, "the new secret in use", Duration::from_secs(20), |answer| answer.allowed)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -385,8 +373,8 @@ async fn registries_pulled_with_node_credentials_are_not_verified_rather_than_wr
     let webhook =
         Webhook::start_with_cluster(config, Keyring::default(), setup.api.client().unwrap()).await.unwrap();
     webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let (_, body) = webhook.post(&pod_review(&setup.shop, &setup.image(), None)).await.unwrap();
-    assert!(allowed(&body), "{body}");
-    assert_eq!(codes(&body), vec!["PG200"]);
-    assert!(body["response"]["warnings"].is_null(), "an info is not a warning: {body}");
+    let answer = webhook.review(&pod_review(&setup.shop, &setup.image(), None)).await.unwrap();
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(codes(&answer), vec!["PG200"]);
+    assert!(answer.warnings.is_empty(), "an info is not a warning: {answer:?}");
 }

@@ -13,7 +13,9 @@ use pullguard::{
     server::{self, reload::CertReloader, tls::CertStore},
 };
 use pullguard_core::{config::Config, credentials::Keyring};
-use pullguard_tests::{certs::TestCa, secret_volume::SecretVolume, webhook::fixture};
+use pullguard_tests::{
+    answer::Answer, certs::TestCa, secret_volume::SecretVolume, wait::eventually, webhook::fixture,
+};
 
 fn client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
@@ -26,15 +28,14 @@ fn client(ca_pem: &str) -> reqwest::Client {
 
 async fn admits(client: &reqwest::Client, url: &str) -> bool {
     let review = fixture("08-update-scale-scale-api.json").unwrap();
-    matches!(client.post(url).json(&review).send().await, Ok(response) if response.status().is_success())
+    let Ok(response) = client.post(url).json(&review).send().await else { return false };
+    response.text().await.is_ok_and(|text| Answer::parse(&text).is_ok_and(|answer| answer.allowed))
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < Duration::from_secs(10), "{what} never happened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Whether a client trusting `ca_pem` gets an answer, polled until it does (bounded).
+async fn admitted_with(ca_pem: &str, url: &str, what: &str) {
+    let client = client(ca_pem);
+    eventually(what, Duration::from_secs(10), || admits(&client, url)).await.unwrap();
 }
 
 #[tokio::test]
@@ -91,7 +92,7 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
     // Rotation to a certificate from another CA: new connections get it...
     let (cert, key) = second_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     volume.publish(&cert, &key).unwrap();
-    eventually("the new certificate", async || admits(&client(&second_ca.ca_pem), &url).await).await;
+    admitted_with(&second_ca.ca_pem, &url, "the new certificate").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = looping.await.unwrap();
@@ -119,6 +120,6 @@ async fn a_rotated_secret_is_served_without_dropping_connections() {
     // And a good one after the bad ones is picked up again.
     let (cert, key) = third_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     volume.publish(&cert, &key).unwrap();
-    eventually("recovery after a bad version", async || admits(&client(&third_ca.ca_pem), &url).await).await;
+    admitted_with(&third_ca.ca_pem, &url, "recovery after a bad version").await;
     running.shutdown();
 }

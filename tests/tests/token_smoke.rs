@@ -4,10 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use pullguard_tests::registry::RegistryProcess;
-use pullguard_tests::seed::media;
+use pullguard_tests::seed::{Auth, BearerChallenge, ImageSpec, Seeder, media};
 use pullguard_tests::token::{
-    BearerChallenge, Grant, LIMITED_PASSWORD, LIMITED_USER, ROBOT_PASSWORD, ROBOT_USER, TokenConfig,
-    TokenSeeder, TokenServer, decode_jwt,
+    Grant, LIMITED_PASSWORD, LIMITED_USER, ROBOT_PASSWORD, ROBOT_USER, TokenConfig, TokenServer, decode_jwt,
 };
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
@@ -25,9 +24,10 @@ impl Setup {
     async fn start() -> (Self, String, String) {
         let tokens = TokenServer::start().await.unwrap();
         let registry = RegistryProcess::start_token_auth(&tokens).await.unwrap();
-        let seeder = TokenSeeder::new(&registry, &tokens, &["app", "public/base"]).unwrap();
-        let app = seeder.push_image("app", "v1", "amd64").await.unwrap().digest;
-        let public = seeder.push_image("public/base", "v1", "arm64").await.unwrap().digest;
+        let minted = tokens.push_token(&["app", "public/base"]).unwrap();
+        let seeder = Seeder::with_auth(&registry, Auth::bearer(&minted)).unwrap();
+        let app = seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap().digest;
+        let public = seeder.push_image("public/base", "v1", &ImageSpec::linux("arm64")).await.unwrap().digest;
         assert_eq!(tokens.requests(), 0);
         let client = registry.client().unwrap();
         (Self { tokens, registry, client }, app, public)
@@ -209,9 +209,9 @@ async fn pushing_needs_a_push_grant() {
 
     let pull_only =
         tokens.fetch_token("repository:pushed:pull", Some((ROBOT_USER, ROBOT_PASSWORD))).await.unwrap();
-    let error = TokenSeeder::with_token(&registry, &pull_only)
+    let error = Seeder::with_auth(&registry, Auth::bearer(&pull_only))
         .unwrap()
-        .push_image("pushed", "v1", "amd64")
+        .push_image("pushed", "v1", &ImageSpec::linux("amd64"))
         .await
         .unwrap_err();
     assert!(format!("{error:#}").contains(r#"error="insufficient_scope""#), "{error:#}");
@@ -224,8 +224,8 @@ async fn pushing_needs_a_push_grant() {
 
     let push =
         tokens.fetch_token("repository:pushed:pull,push", Some((ROBOT_USER, ROBOT_PASSWORD))).await.unwrap();
-    let seeder = TokenSeeder::with_token(&registry, &push).unwrap();
-    let pushed = seeder.push_image("pushed", "v1", "amd64").await.unwrap();
+    let seeder = Seeder::with_auth(&registry, Auth::bearer(&push)).unwrap();
+    let pushed = seeder.push_image("pushed", "v1", &ImageSpec::linux("amd64")).await.unwrap();
     let fetched = seeder.get_manifest("pushed", "v1").await.unwrap();
     assert_eq!(fetched.status, StatusCode::OK);
     assert_eq!(fetched.digest.as_deref(), Some(pushed.digest.as_str()));
@@ -245,4 +245,24 @@ async fn tokens_from_an_untrusted_key_are_invalid() {
 
     let genuine = setup.tokens.issue(ROBOT_USER, &[Grant::repository("app", &["pull"])]).unwrap();
     assert_eq!(setup.get("app", "v1", Some(&genuine)).await.status(), StatusCode::OK);
+}
+
+/// The seeder's token dance: each challenge is answered with a token from the realm it names,
+/// for the scope it names, and the token is reused until a request needs another scope.
+#[tokio::test]
+async fn the_seeder_follows_the_token_challenge() {
+    let tokens = TokenServer::start().await.unwrap();
+    let registry = RegistryProcess::start_token_auth(&tokens).await.unwrap();
+    let seeder = Seeder::with_auth(&registry, Auth::token(ROBOT_USER, ROBOT_PASSWORD)).unwrap();
+    let pushed = seeder.push_image("danced", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let fetched = seeder.get_manifest("danced", "v1").await.unwrap();
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.digest.as_deref(), Some(pushed.digest.as_str()));
+    let log = tokens.request_log();
+    assert!(!log.is_empty() && log.len() <= 3, "one token per scope change, not per request: {log:?}");
+    assert!(log.iter().all(|request| request.user.as_deref() == Some(ROBOT_USER) && request.status == 200));
+
+    let wrong = Seeder::with_auth(&registry, Auth::token(ROBOT_USER, "wrong")).unwrap();
+    let error = wrong.push_image("danced", "v2", &ImageSpec::linux("amd64")).await.unwrap_err();
+    assert!(format!("{error:#}").contains("401"), "{error:#}");
 }

@@ -10,6 +10,7 @@ use pullguard_core::{
     credentials::Keyring,
 };
 use pullguard_tests::{
+    answer::Answer,
     fake::{Behaviour, FakeRegistry},
     registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
@@ -136,21 +137,6 @@ fn uid(review: &Value) -> &str {
     review.pointer("/request/uid").and_then(Value::as_str).unwrap()
 }
 
-fn response(body: &Value) -> &Value {
-    body.get("response").expect("response")
-}
-
-fn allowed(body: &Value) -> bool {
-    response(body)["allowed"].as_bool().unwrap()
-}
-
-fn warnings(body: &Value) -> Vec<String> {
-    response(body)["warnings"]
-        .as_array()
-        .map(|list| list.iter().map(|w| w.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn every_captured_review_is_answered_with_its_uid() {
     let fixtures = Fixtures::start().await;
@@ -158,12 +144,13 @@ async fn every_captured_review_is_answered_with_its_uid() {
     for name in ALL_FIXTURES {
         let review = fixtures.good(name);
         let (status, body) = webhook.post(&review).await.unwrap();
+        let answer = Answer::from_review(&body).unwrap();
         assert_eq!(status, 200, "{name}");
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1", "{name}");
         assert_eq!(body["kind"], "AdmissionReview", "{name}");
-        assert_eq!(response(&body)["uid"], uid(&review), "{name}");
-        assert!(allowed(&body), "{name}: {body}");
-        assert!(warnings(&body).is_empty(), "{name}: {body}");
+        assert_eq!(answer.uid, uid(&review), "{name}");
+        assert!(answer.allowed, "{name}: {body}");
+        assert!(answer.warnings.is_empty(), "{name}: {body}");
     }
 }
 
@@ -184,21 +171,18 @@ async fn missing_tags_are_denied_for_every_workload_kind() {
     ];
     for (name, containers) in creates {
         let review = fixtures.bad(name);
-        let (status, body) = webhook.post(&review).await.unwrap();
-        assert_eq!(status, 200, "{name}");
-        assert_eq!(response(&body)["uid"], uid(&review));
-        assert!(!allowed(&body), "{name} should be denied: {body}");
-        let result = &response(&body)["status"];
-        assert_eq!(result["code"], 403, "{name}");
-        let message = result["message"].as_str().unwrap();
+        let answer = webhook.review(&review).await.unwrap();
+        assert_eq!(answer.uid, uid(&review));
+        assert!(!answer.allowed, "{name} should be denied: {answer:?}");
+        assert_eq!(answer.code, Some(403), "{name}");
+        let message = answer.message.as_str();
         assert!(message.contains("PG101"), "{name}: {message}");
         assert!(message.contains("Closest existing tags"), "{name}: {message}");
         for container in containers {
             assert!(message.contains(&format!("container {container:?}")), "{name}: {message}");
         }
-        let annotations = &response(&body)["auditAnnotations"];
-        assert_eq!(annotations["verdict"], "denied");
-        assert!(annotations["findings"].as_str().unwrap().contains("PG101"));
+        assert_eq!(answer.annotation("verdict"), Some("denied"));
+        assert!(answer.codes().contains(&"PG101".to_owned()));
     }
 }
 
@@ -214,17 +198,17 @@ async fn controller_created_pods_are_allowed_without_lookups() {
         "18-create-pod-main-db-0.json",
         "20-create-pod-main-legacy-sth48.json",
     ] {
-        let (_, body) = webhook.post(&fixtures.bad(name)).await.unwrap();
-        assert!(allowed(&body), "{name}");
-        assert_eq!(response(&body)["auditAnnotations"]["skipped"], "controller-owned", "{name}");
+        let answer = webhook.review(&fixtures.bad(name)).await.unwrap();
+        assert!(answer.allowed, "{name}");
+        assert_eq!(answer.annotation("skipped").unwrap_or_default(), "controller-owned", "{name}");
     }
     assert_eq!(fixtures.registry.manifest_requests("fx"), 0);
 
     // With the setting turned off, the same Pods are checked.
     let config = Config { check_controller_pods: true, ..fixtures.config() };
     let strict = Webhook::start(config, Keyring::default()).await.unwrap();
-    let (_, body) = strict.post(&fixtures.bad("05-create-pod-main-api-58f8c68bb7-b9wlr.json")).await.unwrap();
-    assert!(!allowed(&body));
+    let answer = strict.review(&fixtures.bad("05-create-pod-main-api-58f8c68bb7-b9wlr.json")).await.unwrap();
+    assert!(!answer.allowed);
 }
 
 #[tokio::test]
@@ -232,22 +216,22 @@ async fn updates_check_only_the_images_that_changed() {
     let fixtures = Fixtures::start().await;
     let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
     // 2.0 -> 2.1: the new image is checked.
-    let (_, body) = webhook.post(&fixtures.bad("06-update-deployment-main-api.json")).await.unwrap();
-    assert!(!allowed(&body));
+    let answer = webhook.review(&fixtures.bad("06-update-deployment-main-api.json")).await.unwrap();
+    assert!(!answer.allowed);
     // Same images before and after: nothing to check, even if they are gone now.
     for name in [
         "10-update-replicaset-main-api-6cc4775c94.json",
         "11-update-replicaset-main-api-58f8c68bb7.json",
         "22-update-pod-main-web.json",
     ] {
-        let (_, body) = webhook.post(&fixtures.bad(name)).await.unwrap();
-        assert!(allowed(&body), "{name}");
-        assert_eq!(response(&body)["auditAnnotations"]["skipped"], "no-image-change", "{name}");
+        let answer = webhook.review(&fixtures.bad(name)).await.unwrap();
+        assert!(answer.allowed, "{name}");
+        assert_eq!(answer.annotation("skipped").unwrap_or_default(), "no-image-change", "{name}");
     }
     // kubectl debug adds an ephemeral container: only it is checked.
-    let (_, body) = webhook.post(&fixtures.bad("21-update-pod-ephemeralcontainers-web.json")).await.unwrap();
-    assert!(!allowed(&body));
-    let message = response(&body)["status"]["message"].as_str().unwrap();
+    let answer = webhook.review(&fixtures.bad("21-update-pod-ephemeralcontainers-web.json")).await.unwrap();
+    assert!(!answer.allowed);
+    let message = answer.message.as_str();
     assert!(message.contains("container \"debugger\""), "{message}");
     assert!(!message.contains("container \"app\""), "{message}");
 }
@@ -260,18 +244,19 @@ async fn deletes_scale_and_unknown_kinds_pass_untouched() {
         ["08-update-scale-scale-api.json", "23-delete-pod-main-web.json", "24-delete-pod-main-web.json"]
     {
         let (status, body) = webhook.post(&fixtures.bad(name)).await.unwrap();
+        let answer = Answer::from_review(&body).unwrap();
         assert_eq!(status, 200);
-        assert!(allowed(&body), "{name}");
+        assert!(answer.allowed, "{name}");
     }
     let mut unknown = fixtures.bad("01-create-pod-main-web.json");
     unknown["request"]["kind"] = json!({"group": "example.com", "version": "v1", "kind": "Pod"});
-    let (_, body) = webhook.post(&unknown).await.unwrap();
-    assert!(allowed(&body));
-    assert_eq!(response(&body)["auditAnnotations"]["skipped"], "kind");
+    let answer = webhook.review(&unknown).await.unwrap();
+    assert!(answer.allowed);
+    assert_eq!(answer.annotation("skipped").unwrap_or_default(), "kind");
     let mut exempt = fixtures.bad("01-create-pod-main-web.json");
     exempt["request"]["namespace"] = json!("kube-system");
-    let (_, body) = webhook.post(&exempt).await.unwrap();
-    assert!(allowed(&body));
+    let answer = webhook.review(&exempt).await.unwrap();
+    assert!(answer.allowed);
     assert_eq!(fixtures.registry.manifest_requests("fx"), 0);
 }
 
@@ -282,28 +267,27 @@ async fn modes_and_the_relaxing_annotation() {
     let cases = [(Mode::Warn, true, true), (Mode::Audit, true, false), (Mode::Enforce, false, false)];
     for (mode, expect_allowed, expect_warnings) in cases {
         let webhook = Webhook::start(Config { mode, ..fixtures.config() }, Keyring::default()).await.unwrap();
-        let (_, body) = webhook.post(&bad).await.unwrap();
-        assert_eq!(allowed(&body), expect_allowed, "{mode}");
-        let warnings = warnings(&body);
+        let answer = webhook.review(&bad).await.unwrap();
+        assert_eq!(answer.allowed, expect_allowed, "{mode}");
+        let warnings = &answer.warnings;
         assert_eq!(!warnings.is_empty(), expect_warnings, "{mode}: {warnings:?}");
         assert!(warnings.iter().all(|w| w.len() <= 256 && w.starts_with("PG101")), "{warnings:?}");
-        let annotations = &response(&body)["auditAnnotations"];
-        assert_eq!(annotations["mode"], mode.to_string());
-        assert!(annotations["findings"].as_str().unwrap().contains("PG101"), "{mode}");
+        assert_eq!(answer.annotation("mode"), Some(mode.to_string().as_str()));
+        assert!(answer.codes().contains(&"PG101".to_owned()), "{mode}");
     }
     // The annotation relaxes enforce to warn, but cannot tighten warn to enforce.
     let mut relaxed = bad.clone();
     relaxed["request"]["object"]["metadata"]["annotations"]["pullguard.io/mode"] = json!("warn");
     let enforcing = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
-    let (_, body) = enforcing.post(&relaxed).await.unwrap();
-    assert!(allowed(&body));
-    assert!(!warnings(&body).is_empty());
+    let answer = enforcing.review(&relaxed).await.unwrap();
+    assert!(answer.allowed);
+    assert!(!answer.warnings.is_empty());
     let mut tightened = bad;
     tightened["request"]["object"]["metadata"]["annotations"]["pullguard.io/mode"] = json!("enforce");
     let warning =
         Webhook::start(Config { mode: Mode::Warn, ..fixtures.config() }, Keyring::default()).await.unwrap();
-    let (_, body) = warning.post(&tightened).await.unwrap();
-    assert!(allowed(&body));
+    let answer = warning.review(&tightened).await.unwrap();
+    assert!(answer.allowed);
 }
 
 #[tokio::test]
@@ -332,9 +316,10 @@ async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
     let mut wrong_shape = fixtures.good("01-create-pod-main-web.json");
     wrong_shape["request"]["object"]["spec"]["containers"] = json!("nope");
     let (status, body) = webhook.post(&wrong_shape).await.unwrap();
+    let answer = Answer::from_review(&body).unwrap();
     assert_eq!(status, 200);
-    assert!(allowed(&body));
-    assert!(warnings(&body)[0].contains("could not check"));
+    assert!(answer.allowed);
+    assert!(answer.warnings[0].contains("could not check"));
 
     let get = webhook.client.get(webhook.url()).send().await.unwrap();
     assert_eq!(get.status().as_u16(), 405);
@@ -386,8 +371,9 @@ async fn concurrent_admissions_of_one_new_image_make_one_manifest_request() {
     let results = futures::future::join_all((0..50).map(|_| webhook.post(&review))).await;
     for result in results {
         let (status, body) = result.unwrap();
+        let answer = Answer::from_review(&body).unwrap();
         assert_eq!(status, 200);
-        assert!(allowed(&body), "{body}");
+        assert!(answer.allowed, "{body}");
     }
     assert_eq!(fixtures.registry.manifest_requests("coalesce"), 1);
 }
@@ -408,11 +394,12 @@ async fn a_registry_that_never_answers_is_cut_off_by_the_deadline() {
     map_images(&mut review, &|_| format!("{host}/app:v1"));
     let started = std::time::Instant::now();
     let (status, body) = webhook.post(&review).await.unwrap();
+    let answer = Answer::from_review(&body).unwrap();
     let elapsed = started.elapsed();
     assert_eq!(status, 200);
     assert!(elapsed < Duration::from_secs(4), "answered after {elapsed:?}");
-    assert!(allowed(&body), "fail open: {body}");
-    assert!(warnings(&body).iter().any(|w| w.starts_with("PG501")), "{body}");
+    assert!(answer.allowed, "fail open: {body}");
+    assert!(answer.warnings.iter().any(|w| w.starts_with("PG501")), "{body}");
 }
 
 #[tokio::test]

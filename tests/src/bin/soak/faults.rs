@@ -155,31 +155,8 @@ pub fn registry_5xx_times(log: &str) -> Vec<i64> {
 
 /// `01/Dec/2026:15:17:40 +0000` as Unix seconds.
 fn apache_time(text: &str) -> Option<i64> {
-    let (stamp, zone) = text.split_once(' ')?;
-    let mut parts = stamp.split(['/', ':']);
-    let day: i64 = parts.next()?.parse().ok()?;
-    let month = parts.next()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|name| *name == month)? as i64
-        + 1;
-    let year: i64 = parts.next()?.parse().ok()?;
-    let clock: Vec<i64> = parts.map(|part| part.parse().ok()).collect::<Option<_>>()?;
-    let [hour, minute, second] = clock[..] else { return None };
-    let sign = if zone.starts_with('-') { -1 } else { 1 };
-    let zone: i64 = zone.trim_start_matches(['+', '-']).parse().ok()?;
-    let offset = sign * ((zone / 100) * 3600 + (zone % 100) * 60);
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let parsed = jiff::fmt::strtime::parse("%d/%b/%Y:%H:%M:%S %z", text).ok()?;
+    Some(parsed.to_timestamp().ok()?.as_second())
 }
 
 /// A certificate rotation: a new leaf published through the volume, and when a new TLS handshake
