@@ -15,6 +15,7 @@ use pullguard_core::{
     credentials::Keyring,
 };
 use pullguard_tests::{
+    answer::Reviews,
     registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
     served,

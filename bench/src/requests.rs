@@ -13,6 +13,7 @@ use pullguard_core::{
     credentials::Keyring,
 };
 use pullguard_tests::{
+    answer::Reviews,
     registry::{AccessLogEntry, RegistryProcess},
     seed::{Format, ImageSpec, IndexEntry, Seeder},
     webhook::{Webhook, registry_settings},

@@ -1,11 +1,54 @@
 //! The `response` of an AdmissionReview as a typed value, so tests read `answer.allowed` and
 //! `answer.codes()` instead of JSON pointers.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, future::Future, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// Something that answers AdmissionReviews: the router in-process (`in_process::InProcess`) or
+/// the webhook over HTTPS (`webhook::Webhook`). Tests are written once against this.
+pub trait Reviews: Sync {
+    /// Posts `body` to `/validate`: (HTTP status, body text).
+    fn post_raw(&self, body: Vec<u8>) -> impl Future<Output = Result<(u16, String)>> + Send;
+
+    /// Sends a review: (HTTP status, response body as JSON).
+    fn post(&self, review: &Value) -> impl Future<Output = Result<(u16, Value)>> + Send {
+        async move {
+            let (status, text) = self.post_raw(serde_json::to_vec(review)?).await?;
+            let body =
+                serde_json::from_str(&text).with_context(|| format!("HTTP {status}: not JSON: {text}"))?;
+            Ok((status, body))
+        }
+    }
+
+    /// Sends a review and returns its answer; fails unless the HTTP status is 200.
+    fn review(&self, review: &Value) -> impl Future<Output = Result<Answer>> + Send {
+        async move {
+            let (status, body) = self.post(review).await?;
+            ensure!(status == 200, "HTTP {status}: {body}");
+            Answer::from_review(&body)
+        }
+    }
+
+    /// Sends `review` again and again (bounded by `limit`) until its answer is `accepted`, for
+    /// changes the webhook learns in the background (watched nodes, namespaces, secrets).
+    fn review_until(
+        &self,
+        review: &Value,
+        what: &str,
+        limit: Duration,
+        accepted: impl Fn(&Answer) -> bool + Send + Sync,
+    ) -> impl Future<Output = Result<Answer>> + Send {
+        async move {
+            crate::wait::poll(what, limit, || async {
+                self.review(review).await.ok().filter(|answer| accepted(answer))
+            })
+            .await
+        }
+    }
+}
 
 /// What pullguard answered one review with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -3,6 +3,7 @@ pub mod api_faults;
 pub mod certs;
 pub mod control_plane;
 pub mod fake;
+pub mod in_process;
 pub mod installed;
 pub mod logs;
 pub mod loopback;

@@ -1,9 +1,10 @@
-//! Runs pullguard's webhook in-process over real HTTPS (self-signed certificate, HTTP/2 client)
-//! and loads the captured AdmissionReview fixtures.
+//! Runs pullguard's webhook in this process over real HTTPS (self-signed certificate, HTTP/2
+//! client), for the tests about the wire; `in_process` drives the same routers without a socket.
+//! Also loads the captured AdmissionReview fixtures.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use pullguard::{
     app::App,
     server::{self, Running, tls},
@@ -14,9 +15,7 @@ use pullguard_core::{
 };
 use serde_json::Value;
 
-use crate::answer::Answer;
-use crate::registry::RegistryProcess;
-use crate::wait::{eventually, poll};
+use crate::{answer::Reviews, registry::RegistryProcess, wait::eventually};
 
 pub struct Webhook {
     pub running: Running,
@@ -85,37 +84,23 @@ impl Webhook {
         format!("https://localhost:{}/validate", self.running.addr.port())
     }
 
-    /// Sends a review and returns (HTTP status, response body as JSON).
-    pub async fn post(&self, review: &Value) -> Result<(u16, Value)> {
-        let response = self.client.post(self.url()).json(review).send().await?;
-        let status = response.status().as_u16();
-        let body = response.json::<Value>().await.context("response is not JSON")?;
-        Ok((status, body))
-    }
-
-    /// Sends a review and returns its answer; fails unless the HTTP status is 200.
-    pub async fn review(&self, review: &Value) -> Result<Answer> {
-        let (status, body) = self.post(review).await?;
-        ensure!(status == 200, "HTTP {status}: {body}");
-        Answer::from_review(&body)
-    }
-
-    /// Sends `review` again and again (bounded by `limit`) until its answer is `accepted`, for
-    /// changes the webhook learns in the background (watched nodes, namespaces, secrets).
-    pub async fn review_until(
-        &self,
-        review: &Value,
-        what: &str,
-        limit: Duration,
-        accepted: impl Fn(&Answer) -> bool,
-    ) -> Result<Answer> {
-        poll(what, limit, || async { self.review(review).await.ok().filter(|answer| accepted(answer)) }).await
-    }
-
-    pub async fn post_raw(&self, body: Vec<u8>) -> Result<(u16, String)> {
-        let response =
-            self.client.post(self.url()).header("content-type", "application/json").body(body).send().await?;
+    /// Any request to the webhook port: (HTTP status, body text).
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<(u16, String)> {
+        let url = self.url().replace("/validate", path);
+        let response = self
+            .client
+            .request(method, url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
         Ok((response.status().as_u16(), response.text().await?))
+    }
+}
+
+impl Reviews for Webhook {
+    async fn post_raw(&self, body: Vec<u8>) -> Result<(u16, String)> {
+        self.request(reqwest::Method::POST, "/validate", body).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use pullguard_core::{config::Config, credentials::Keyring};
-use pullguard_tests::answer::Answer;
+use pullguard_tests::answer::{Answer, Reviews};
 use pullguard_tests::webhook::{Webhook, fixture};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

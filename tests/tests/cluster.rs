@@ -15,13 +15,14 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pullguard_core::config::{Config, Mode};
 use pullguard_core::credentials::Keyring;
 use pullguard_tests::{
-    answer::Answer,
+    answer::{Answer, Reviews},
     api_faults::{ApiFaults, Fault},
     control_plane::{ControlPlane, Options, random_suffix},
+    in_process::InProcess,
     installed::create_ready_node,
     registry::RegistryProcess,
     seed::{Format, ImageSpec, IndexEntry, Seeder},
-    webhook::{Webhook, fixture, registry_settings, spec_pointer},
+    webhook::{fixture, registry_settings, spec_pointer},
 };
 use serde_json::{Value, json};
 
@@ -165,10 +166,9 @@ impl Cluster {
         Config { registries: vec![registry_settings(&self.registry)], ..Config::default() }
     }
 
-    async fn webhook(&self, config: Config) -> Webhook {
-        let webhook = Webhook::start_with_cluster(config, Keyring::default(), self.api.client().unwrap())
-            .await
-            .unwrap();
+    async fn webhook(&self, config: Config) -> InProcess {
+        let webhook =
+            InProcess::start_with_cluster(config, Keyring::default(), self.api.client().unwrap()).unwrap();
         webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
         webhook
     }
@@ -270,8 +270,7 @@ async fn readiness_waits_for_the_watches() {
     let Some(cluster) = Cluster::start().await else { return };
     cluster.api.set_fault(Fault::Unavailable);
     let webhook =
-        Webhook::start_with_cluster(cluster.config(), Keyring::default(), cluster.api.client().unwrap())
-            .await
+        InProcess::start_with_cluster(cluster.config(), Keyring::default(), cluster.api.client().unwrap())
             .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(webhook.readyz().await.unwrap(), 503);

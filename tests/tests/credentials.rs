@@ -12,14 +12,15 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use pullguard_core::{config::Config, credentials::Keyring};
 use pullguard_tests::{
-    answer::Answer,
+    answer::{Answer, Reviews},
     api_faults::ApiFaults,
     control_plane::{ControlPlane, Options},
+    in_process::InProcess,
     installed::create_ready_node,
     logs::LogBuffer,
     registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
-    webhook::{Webhook, fixture, registry_settings},
+    webhook::{fixture, registry_settings},
 };
 use serde_json::{Value, json};
 
@@ -111,7 +112,7 @@ struct Setup {
     api: ApiFaults,
     private: RegistryProcess,
     public: RegistryProcess,
-    webhook: Webhook,
+    webhook: InProcess,
     /// The namespaces of this setup, by role: shop, team-a, team-b, sa.
     shop: String,
     team_a: String,
@@ -187,7 +188,7 @@ impl Setup {
             ..Config::default()
         };
         let webhook =
-            Webhook::start_with_cluster(config, Keyring::default(), api.client().unwrap()).await.unwrap();
+            InProcess::start_with_cluster(config, Keyring::default(), api.client().unwrap()).unwrap();
         webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
         Some(Setup { control_plane, api, private, public, webhook, shop, team_a, team_b, sa })
     }
@@ -371,7 +372,7 @@ async fn registries_pulled_with_node_credentials_are_not_verified_rather_than_wr
     settings.node_credentials = true;
     let config = Config { registries: vec![settings], ..Config::default() };
     let webhook =
-        Webhook::start_with_cluster(config, Keyring::default(), setup.api.client().unwrap()).await.unwrap();
+        InProcess::start_with_cluster(config, Keyring::default(), setup.api.client().unwrap()).unwrap();
     webhook.wait_ready(Duration::from_secs(20)).await.unwrap();
     let answer = webhook.review(&pod_review(&setup.shop, &setup.image(), None)).await.unwrap();
     assert!(answer.allowed, "{answer:?}");

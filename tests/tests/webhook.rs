@@ -1,17 +1,20 @@
-//! The webhook over real HTTPS (HTTP/2, as the API server calls it), fed the AdmissionReview
-//! bodies captured from a real kube-apiserver, with every image pointed at a real local registry.
+//! The webhook fed the AdmissionReview bodies captured from a real kube-apiserver, with every
+//! image pointed at a real local registry: through its router in-process, and over real HTTPS
+//! (HTTP/2, as the API server calls it, and HTTP/1.1) where the wire is the subject.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::{collections::BTreeSet, time::Duration};
 
+use axum::http::Method;
 use pullguard_core::{
     config::{Config, HumanDuration, Mode, RegistryConfig},
     credentials::Keyring,
 };
 use pullguard_tests::{
-    answer::Answer,
+    answer::{Answer, Reviews},
     fake::{Behaviour, FakeRegistry},
+    in_process::InProcess,
     registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
     webhook::{Webhook, fixture, registry_settings},
@@ -140,7 +143,7 @@ fn uid(review: &Value) -> &str {
 #[tokio::test]
 async fn every_captured_review_is_answered_with_its_uid() {
     let fixtures = Fixtures::start().await;
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     for name in ALL_FIXTURES {
         let review = fixtures.good(name);
         let (status, body) = webhook.post(&review).await.unwrap();
@@ -157,7 +160,7 @@ async fn every_captured_review_is_answered_with_its_uid() {
 #[tokio::test]
 async fn missing_tags_are_denied_for_every_workload_kind() {
     let fixtures = Fixtures::start().await;
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     let creates = [
         ("01-create-pod-main-web.json", vec!["app", "sidecar", "init"]),
         ("02-create-deployment-main-api.json", vec!["api"]),
@@ -189,7 +192,7 @@ async fn missing_tags_are_denied_for_every_workload_kind() {
 #[tokio::test]
 async fn controller_created_pods_are_allowed_without_lookups() {
     let fixtures = Fixtures::start().await;
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     for name in [
         "05-create-pod-main-api-58f8c68bb7-b9wlr.json",
         "09-create-pod-main-api-6cc4775c94-9nmnr.json",
@@ -206,7 +209,7 @@ async fn controller_created_pods_are_allowed_without_lookups() {
 
     // With the setting turned off, the same Pods are checked.
     let config = Config { check_controller_pods: true, ..fixtures.config() };
-    let strict = Webhook::start(config, Keyring::default()).await.unwrap();
+    let strict = InProcess::start(config, Keyring::default()).unwrap();
     let answer = strict.review(&fixtures.bad("05-create-pod-main-api-58f8c68bb7-b9wlr.json")).await.unwrap();
     assert!(!answer.allowed);
 }
@@ -214,7 +217,7 @@ async fn controller_created_pods_are_allowed_without_lookups() {
 #[tokio::test]
 async fn updates_check_only_the_images_that_changed() {
     let fixtures = Fixtures::start().await;
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     // 2.0 -> 2.1: the new image is checked.
     let answer = webhook.review(&fixtures.bad("06-update-deployment-main-api.json")).await.unwrap();
     assert!(!answer.allowed);
@@ -239,7 +242,7 @@ async fn updates_check_only_the_images_that_changed() {
 #[tokio::test]
 async fn deletes_scale_and_unknown_kinds_pass_untouched() {
     let fixtures = Fixtures::start().await;
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     for name in
         ["08-update-scale-scale-api.json", "23-delete-pod-main-web.json", "24-delete-pod-main-web.json"]
     {
@@ -266,7 +269,7 @@ async fn modes_and_the_relaxing_annotation() {
     let bad = fixtures.bad("02-create-deployment-main-api.json");
     let cases = [(Mode::Warn, true, true), (Mode::Audit, true, false), (Mode::Enforce, false, false)];
     for (mode, expect_allowed, expect_warnings) in cases {
-        let webhook = Webhook::start(Config { mode, ..fixtures.config() }, Keyring::default()).await.unwrap();
+        let webhook = InProcess::start(Config { mode, ..fixtures.config() }, Keyring::default()).unwrap();
         let answer = webhook.review(&bad).await.unwrap();
         assert_eq!(answer.allowed, expect_allowed, "{mode}");
         let warnings = &answer.warnings;
@@ -278,14 +281,14 @@ async fn modes_and_the_relaxing_annotation() {
     // The annotation relaxes enforce to warn, but cannot tighten warn to enforce.
     let mut relaxed = bad.clone();
     relaxed["request"]["object"]["metadata"]["annotations"]["pullguard.io/mode"] = json!("warn");
-    let enforcing = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let enforcing = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     let answer = enforcing.review(&relaxed).await.unwrap();
     assert!(answer.allowed);
     assert!(!answer.warnings.is_empty());
     let mut tightened = bad;
     tightened["request"]["object"]["metadata"]["annotations"]["pullguard.io/mode"] = json!("enforce");
     let warning =
-        Webhook::start(Config { mode: Mode::Warn, ..fixtures.config() }, Keyring::default()).await.unwrap();
+        InProcess::start(Config { mode: Mode::Warn, ..fixtures.config() }, Keyring::default()).unwrap();
     let answer = warning.review(&tightened).await.unwrap();
     assert!(answer.allowed);
 }
@@ -293,7 +296,7 @@ async fn modes_and_the_relaxing_annotation() {
 #[tokio::test]
 async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
     let fixtures = Fixtures::start().await;
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     let mut wrong_version = fixtures.good("01-create-pod-main-web.json");
     wrong_version["apiVersion"] = json!("admission.k8s.io/v1beta1");
     let cases: Vec<(Vec<u8>, u16)> = vec![
@@ -321,12 +324,28 @@ async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
     assert!(answer.allowed);
     assert!(answer.warnings[0].contains("could not check"));
 
-    let get = webhook.client.get(webhook.url()).send().await.unwrap();
-    assert_eq!(get.status().as_u16(), 405);
-    let other = webhook.client.post(webhook.url().replace("/validate", "/mutate")).send().await.unwrap();
-    assert_eq!(other.status().as_u16(), 404);
+    let (get, _) = webhook.request(Method::GET, "/validate", Vec::new()).await.unwrap();
+    assert_eq!(get, 405);
+    let (other, _) = webhook.request(Method::POST, "/mutate", Vec::new()).await.unwrap();
+    assert_eq!(other, 404);
     let (status, _) = webhook.post(&fixtures.good("02-create-deployment-main-api.json")).await.unwrap();
     assert_eq!(status, 200);
+}
+
+/// The router in-process and the server over HTTPS give every captured review the same answer:
+/// what the in-process tests find holds on the wire.
+#[tokio::test]
+async fn answers_over_https_are_the_answers_in_process() {
+    let fixtures = Fixtures::start().await;
+    let over_https = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let in_process = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
+    for name in ALL_FIXTURES {
+        for review in [fixtures.good(name), fixtures.bad(name)] {
+            let (https, in_memory) =
+                (over_https.review(&review).await.unwrap(), in_process.review(&review).await.unwrap());
+            assert_eq!(https, in_memory, "{name}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -364,7 +383,7 @@ async fn concurrent_admissions_of_one_new_image_make_one_manifest_request() {
     let fixtures = Fixtures::start().await;
     let seeder = Seeder::new(&fixtures.registry).unwrap();
     seeder.push_image("coalesce", "v1", &ImageSpec::linux("amd64")).await.unwrap();
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     let host = fixtures.registry.host();
     let mut review = fixtures.good("01-create-pod-main-web.json");
     map_images(&mut review, &|_| format!("{host}/coalesce:v1"));
@@ -388,7 +407,7 @@ async fn a_registry_that_never_answers_is_cut_off_by_the_deadline() {
         lookup_timeout: HumanDuration(Duration::from_secs(10)),
         ..fixtures.config()
     };
-    let webhook = Webhook::start(config, Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(config, Keyring::default()).unwrap();
     let host = fake.host();
     let mut review = fixtures.good("02-create-deployment-main-api.json");
     map_images(&mut review, &|_| format!("{host}/app:v1"));
@@ -405,7 +424,7 @@ async fn a_registry_that_never_answers_is_cut_off_by_the_deadline() {
 #[tokio::test]
 async fn metrics_count_admissions_lookups_and_findings() {
     let fixtures = Fixtures::start().await;
-    let webhook = Webhook::start(fixtures.config(), Keyring::default()).await.unwrap();
+    let webhook = InProcess::start(fixtures.config(), Keyring::default()).unwrap();
     webhook.post(&fixtures.good("02-create-deployment-main-api.json")).await.unwrap();
     webhook.post(&fixtures.good("02-create-deployment-main-api.json")).await.unwrap();
     webhook.post(&fixtures.bad("01-create-pod-main-web.json")).await.unwrap();

@@ -1,5 +1,7 @@
-//! `App`: everything `serve` needs, built from one `Config` (and a Kubernetes client when there
-//! is a cluster). Tests build it the same way and drive `router()` in-process or over a socket.
+//! How pullguard is put together, in one place: [`Engine`] (configuration, metrics, the cached
+//! registry and the inspector) is what `serve`, `check` and `audit` all decide with; [`App`] is
+//! `serve`'s engine with the cluster state and the admission handler. Tests build both the same
+//! way and drive `router()` in-process or over a socket.
 
 use std::sync::{
     Arc,
@@ -18,6 +20,24 @@ use crate::{
     server,
 };
 use pullguard_core::{config::Config, credentials::Keyring};
+
+/// What every command decides with.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub inspector: Arc<Inspector>,
+}
+
+impl Engine {
+    /// `keyring`: credentials every lookup may use (a docker config file, the node's).
+    pub fn new(config: Config, keyring: Keyring) -> Result<Engine, TransportBuildError> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::new(&config, metrics.clone())?);
+        let inspector = Arc::new(Inspector::new(config.clone(), registry, keyring));
+        Ok(Engine { config, metrics, inspector })
+    }
+}
 
 pub struct App {
     pub config: Arc<Config>,
@@ -48,10 +68,7 @@ impl App {
         keyring: Keyring,
         client: Option<kube::Client>,
     ) -> Result<App, TransportBuildError> {
-        let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::new());
-        let registry = Arc::new(Registry::new(&config, metrics.clone())?);
-        let inspector = Arc::new(Inspector::new(config.clone(), registry, keyring));
+        let Engine { config, metrics, inspector } = Engine::new(config, keyring)?;
         let cluster = client.map(ClusterState::start);
         let ready = Arc::new(AtomicBool::new(cluster.is_none()));
         if let Some(cluster) = cluster.clone() {

@@ -26,10 +26,9 @@ use super::{
     report::{self, Labelled, Output},
 };
 use crate::{
+    app::Engine,
     cluster::{self, PullSecretReader},
-    inspect::{InspectOptions, Inspector, PodContext},
-    metrics::Metrics,
-    registry::Registry,
+    inspect::{InspectOptions, PodContext},
 };
 use pullguard_core::{
     checks::{NodeTargets, Placement},
@@ -90,9 +89,7 @@ pub async fn run(config: Config, args: AuditArgs) -> Result<i32, CliError> {
     workloads.retain(|workload| !config.is_exempt_namespace(&workload.namespace));
 
     let keyring = load_keyring(args.docker_config.as_ref())?;
-    let config = Arc::new(config);
-    let registry = Arc::new(Registry::new(&config, Arc::new(Metrics::new()))?);
-    let inspector = Inspector::new(config.clone(), registry, keyring);
+    let Engine { config, inspector, .. } = Engine::new(config, keyring)?;
     let reader = PullSecretReader::new(client);
     let done = Arc::new(AtomicUsize::new(0));
     let progress = spawn_progress(done.clone(), workloads.len());

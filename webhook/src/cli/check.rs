@@ -1,6 +1,6 @@
 //! `pullguard check`: images or manifests in, a report out, exit 0/1/2.
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Node, PodSpec};
@@ -11,9 +11,9 @@ use super::{
     report::{self, Labelled, Output},
 };
 use crate::{
+    app::Engine,
     cluster::{self, PullSecretReader},
-    inspect::{InspectOptions, Inspector, PodContext},
-    registry::Registry,
+    inspect::{InspectOptions, PodContext},
 };
 use pullguard_core::{
     checks::{NodeTargets, Placement},
@@ -134,9 +134,7 @@ pub async fn run(config: Config, args: CheckArgs) -> Result<i32, CliError> {
     let provided = secrets.iter().map(|(name, _)| name.clone()).collect();
     let given = Given { provided, credentials: PodCredentials::from_secrets(secrets) };
     let keyring = load_keyring(args.docker_config.as_ref())?;
-    let config = Arc::new(config);
-    let registry = Arc::new(Registry::new(&config, Arc::new(crate::metrics::Metrics::new()))?);
-    let inspector = Inspector::new(config.clone(), registry, keyring);
+    let Engine { config, inspector, .. } = Engine::new(config, keyring)?;
     let deadline = Instant::now() + config.deadline.0;
     let options = InspectOptions { offline: args.offline, deadline, image_reports: true };
     let client = match &args.kubeconfig {
