@@ -76,24 +76,24 @@ async fn plain_registry_table() {
         (format!("{host}/app:v1"), vec![]),
         (format!("{host}/app@{}", v1.digest), vec![]),
         (format!("{host}/app:v1@{}", v1.digest), vec![]),
-        (format!("{host}/app"), vec![Code::Pg601]),
-        (format!("{host}/app:latest"), vec![Code::Pg601]),
+        (format!("{host}/app"), vec![Code::MutableTag]),
+        (format!("{host}/app:latest"), vec![Code::MutableTag]),
         (format!("{host}/docker:v1"), vec![]),
         (format!("{host}/multi:v1"), vec![]),
         (format!("{host}/list:v1"), vec![]),
         (format!("{host}/onlyattest:v1"), vec![]),
-        (format!("{host}/app:nosuchtag"), vec![Code::Pg101]),
-        (format!("{host}/nosuchrepo:v1"), vec![Code::Pg103]),
-        (format!("{host}/app@{missing_digest}"), vec![Code::Pg102]),
-        (format!("{host}/legacy:v1"), vec![Code::Pg401]),
-        (format!("{host}/octet:v1"), vec![Code::Pg402]),
-        (format!("{host}/sbom:v1"), vec![Code::Pg403]),
-        (format!("{host}/chart:v1"), vec![Code::Pg403]),
-        (format!("{host}/big:v1"), vec![Code::Pg602]),
+        (format!("{host}/app:nosuchtag"), vec![Code::TagNotFound]),
+        (format!("{host}/nosuchrepo:v1"), vec![Code::RepositoryNotFound]),
+        (format!("{host}/app@{missing_digest}"), vec![Code::DigestNotFound]),
+        (format!("{host}/legacy:v1"), vec![Code::Schema1Manifest]),
+        (format!("{host}/octet:v1"), vec![Code::OctetStreamConfig]),
+        (format!("{host}/sbom:v1"), vec![Code::NotAContainerImage]),
+        (format!("{host}/chart:v1"), vec![Code::NotAContainerImage]),
+        (format!("{host}/big:v1"), vec![Code::ImageTooLarge]),
         (format!("{host}/big:v0"), vec![]),
-        (format!("{host}/dupes:v1"), vec![Code::Pg603]),
-        (format!("{host}/dupes:v2"), vec![Code::Pg603]),
-        (format!("{host}/App:v1"), vec![Code::Pg100]),
+        (format!("{host}/dupes:v1"), vec![Code::WastefulLayers]),
+        (format!("{host}/dupes:v2"), vec![Code::WastefulLayers]),
+        (format!("{host}/App:v1"), vec![Code::InvalidReference]),
     ];
     for (image, expected) in &cases {
         let inspection = inspect(&inspector, image).await;
@@ -130,11 +130,11 @@ async fn findings_are_regraded_and_silenced_by_config() {
     let seeder = Seeder::new(&registry).expect("seeder");
     seeder.push_image("app", "latest", &ImageSpec::linux("amd64")).await.unwrap();
     let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
-    config.findings.insert(Code::Pg601, pullguard_core::config::Grade::Error);
+    config.findings.insert(Code::MutableTag, pullguard_core::config::Grade::Error);
     let strict = inspector_with(config.clone(), Keyring::default());
     let inspection = inspect(&strict, &format!("{}/app:latest", registry.host())).await;
     assert_eq!(inspection.findings[0].severity, Severity::Error);
-    config.findings.insert(Code::Pg601, pullguard_core::config::Grade::Off);
+    config.findings.insert(Code::MutableTag, pullguard_core::config::Grade::Off);
     let silent = inspector_with(config, Keyring::default());
     assert!(inspect(&silent, &format!("{}/app:latest", registry.host())).await.findings.is_empty());
 }
@@ -170,12 +170,12 @@ async fn tls_registry_with_basic_auth() {
     assert!(inspection.images[0].resolved_digest.is_some());
 
     let anonymous = inspector(vec![settings.clone()], Keyring::default());
-    assert_eq!(codes(&inspect(&anonymous, &image).await), vec![Code::Pg201]);
+    assert_eq!(codes(&inspect(&anonymous, &image).await), vec![Code::CredentialsRequired]);
 
     let wrong =
         inspector(vec![settings.clone()], keyring_for(&registry, Some("not-the-password-9x")).unwrap());
     let inspection = inspect(&wrong, &image).await;
-    assert_eq!(codes(&inspection), vec![Code::Pg205]);
+    assert_eq!(codes(&inspection), vec![Code::CredentialsRejected]);
     let printed = format!("{:?}", inspection.findings);
     assert!(
         !printed.contains("s3cret-pass") && !printed.contains("not-the-password-9x"),
@@ -185,7 +185,7 @@ async fn tls_registry_with_basic_auth() {
     // The same registry without its CA: not trusted.
     let untrusted = RegistryConfig { ca_file: None, ..settings };
     let no_ca = inspector(vec![untrusted], keyring_for(&registry, None).unwrap());
-    assert_eq!(codes(&inspect(&no_ca, &image).await), vec![Code::Pg503]);
+    assert_eq!(codes(&inspect(&no_ca, &image).await), vec![Code::UntrustedCertificate]);
 }
 
 #[tokio::test]
@@ -267,13 +267,13 @@ async fn misses_and_digests_are_asked_again_when_their_life_ends() {
     let pinned_reads = || registry.requests(&format!("GET /v2/app/manifests/{}", v1.digest));
 
     for _ in 0..2 {
-        assert_eq!(codes(&inspect(&inspector, &missing).await), vec![Code::Pg101]);
+        assert_eq!(codes(&inspect(&inspector, &missing).await), vec![Code::TagNotFound]);
         assert!(inspect(&inspector, &pinned).await.findings.is_empty());
     }
     assert_eq!((missing_reads(), pinned_reads()), (1, 1), "both answered from the cache the second time");
 
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    assert_eq!(codes(&inspect(&inspector, &missing).await), vec![Code::Pg101]);
+    assert_eq!(codes(&inspect(&inspector, &missing).await), vec![Code::TagNotFound]);
     let inspection = inspect(&inspector, &pinned).await;
     assert!(inspection.findings.is_empty(), "{:?}", inspection.findings);
     assert_eq!(inspection.images[0].resolved_digest.as_deref(), Some(v1.digest.as_str()));
@@ -296,7 +296,7 @@ async fn a_tag_that_failed_to_revalidate_is_revalidated_with_a_head_later() {
 
     tokio::time::sleep(Duration::from_millis(400)).await;
     registry.stop().await.unwrap();
-    assert_eq!(codes(&inspect(&inspector, &image).await), vec![Code::Pg501]);
+    assert_eq!(codes(&inspect(&inspector, &image).await), vec![Code::RegistryUnreachable]);
     registry.restart().await.unwrap();
     // Past the failure's answer time and the host's backoff (2 s each).
     tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -333,7 +333,7 @@ async fn credentials_go_to_a_realm_on_another_host_only_when_listed() {
     };
     let untrusted = inspector(settings.clone());
     let inspection = inspect(&untrusted, &image).await;
-    assert_eq!(codes(&inspection), vec![Code::Pg506], "{:#?}", inspection.findings);
+    assert_eq!(codes(&inspection), vec![Code::AddressRefused], "{:#?}", inspection.findings);
     assert!(inspection.findings[0].message.contains("tokenRealmHosts"), "{:#?}", inspection.findings);
     assert_eq!(tokens.requests_with_credentials(), 0, "no credentials left for the other host");
 
@@ -370,21 +370,21 @@ async fn bearer_token_registry() {
     // Another tag of the same repository reuses the token.
     assert_eq!(codes(&inspect(&robot, &format!("{host}/app:v2")).await), vec![]);
     assert_eq!(tokens.requests(), fetched);
-    assert_eq!(codes(&inspect(&robot, &format!("{host}/app:nosuchtag")).await), vec![Code::Pg101]);
+    assert_eq!(codes(&inspect(&robot, &format!("{host}/app:nosuchtag")).await), vec![Code::TagNotFound]);
 
     let anonymous = inspector(vec![settings.clone()], Keyring::default());
     let with_credentials_before = tokens.requests_with_credentials();
     let inspection = inspect(&anonymous, &format!("{host}/public/base:v1")).await;
     assert_eq!(codes(&inspection), vec![], "{:#?}", inspection.findings);
     assert_eq!(tokens.requests_with_credentials(), with_credentials_before, "anonymous sends no credentials");
-    assert_eq!(codes(&inspect(&anonymous, &format!("{host}/app:v1")).await), vec![Code::Pg201]);
+    assert_eq!(codes(&inspect(&anonymous, &format!("{host}/app:v1")).await), vec![Code::CredentialsRequired]);
 
     let limited = inspector(vec![settings.clone()], keyring(LIMITED_USER, LIMITED_PASSWORD));
-    assert_eq!(codes(&inspect(&limited, &format!("{host}/app:v1")).await), vec![Code::Pg206]);
+    assert_eq!(codes(&inspect(&limited, &format!("{host}/app:v1")).await), vec![Code::AccessDenied]);
     assert_eq!(codes(&inspect(&limited, &format!("{host}/public/base:v1")).await), vec![]);
 
     let wrong = inspector(vec![settings], keyring(ROBOT_USER, "not-the-password-9x"));
-    assert_eq!(codes(&inspect(&wrong, &format!("{host}/app:v1")).await), vec![Code::Pg205]);
+    assert_eq!(codes(&inspect(&wrong, &format!("{host}/app:v1")).await), vec![Code::CredentialsRejected]);
 }
 
 /// containerd keeps index entries that name no platform and matches them by their config; so
@@ -409,7 +409,7 @@ async fn index_entries_without_a_platform_are_read_from_their_config() {
     let options = InspectOptions { offline: false, deadline, image_reports: true };
     let containers = vec![ContainerImage::new("app", &image, ContainerKind::App)];
     for (nodes, expected) in
-        [("linux/arm64", vec![]), ("linux/amd64", vec![]), ("linux/s390x", vec![Code::Pg301])]
+        [("linux/arm64", vec![]), ("linux/amd64", vec![]), ("linux/s390x", vec![Code::NoRunnablePlatform])]
     {
         let targets = NodeTargets::from_platforms(&[Platform::parse(nodes).unwrap()]);
         let context = PodContext {

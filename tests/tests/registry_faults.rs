@@ -36,13 +36,13 @@ async fn transport_faults() {
         Keyring::default(),
     );
     let inspection = inspect(&undeclared, &format!("{}/app:v1", registry.host())).await;
-    assert_eq!(codes(&inspection), vec![Code::Pg502], "{:#?}", inspection.findings);
+    assert_eq!(codes(&inspection), vec![Code::PlainHttpRegistry], "{:#?}", inspection.findings);
 
     let closed = closed_port().await.unwrap();
     let insecure =
         |host: &str| RegistryConfig { host: host.to_string(), insecure: true, ..RegistryConfig::default() };
     let refused = inspector(vec![insecure(&closed)], Keyring::default());
-    assert_eq!(codes(&inspect(&refused, &format!("{closed}/app:v1")).await), vec![Code::Pg501]);
+    assert_eq!(codes(&inspect(&refused, &format!("{closed}/app:v1")).await), vec![Code::RegistryUnreachable]);
 
     let respond = |status: u16, headers: Vec<(&str, &str)>| Behaviour::Respond {
         status,
@@ -50,22 +50,25 @@ async fn transport_faults() {
         body: r#"{"errors":[{"code":"X","message":"x"}]}"#.to_string(),
     };
     for (behaviour, expected) in [
-        (respond(500, vec![]), Code::Pg504),
-        (respond(502, vec![]), Code::Pg504),
-        (respond(429, vec![("Retry-After", "30")]), Code::Pg505),
-        (respond(403, vec![]), Code::Pg206),
-        (respond(200, vec![("Content-Type", "application/vnd.oci.image.manifest.v1+json")]), Code::Pg504),
+        (respond(500, vec![]), Code::RegistryError),
+        (respond(502, vec![]), Code::RegistryError),
+        (respond(429, vec![("Retry-After", "30")]), Code::RateLimited),
+        (respond(403, vec![]), Code::AccessDenied),
+        (
+            respond(200, vec![("Content-Type", "application/vnd.oci.image.manifest.v1+json")]),
+            Code::RegistryError,
+        ),
     ] {
         let fake = FakeRegistry::start(behaviour.clone()).await.unwrap();
         let checker = inspector(vec![insecure(&fake.host())], Keyring::default());
         let image = format!("{}/app:v1", fake.host());
         assert_eq!(codes(&inspect(&checker, &image).await), vec![expected], "{behaviour:?}");
-        if expected == Code::Pg505 {
+        if expected == Code::RateLimited {
             // Backing off: the second lookup is answered without asking the registry again.
             let before = fake.requests();
             assert_eq!(
                 codes(&inspect(&checker, &format!("{}/other:v1", fake.host())).await),
-                vec![Code::Pg505]
+                vec![Code::RateLimited]
             );
             assert_eq!(fake.requests(), before);
         }
@@ -85,10 +88,10 @@ async fn registries_that_answer_403_for_missing_things_can_be_declared() {
     let image = format!("{}/app:v1", fake.host());
     let plain = RegistryConfig { host: fake.host(), insecure: true, ..RegistryConfig::default() };
     let strict = inspector(vec![plain.clone()], Keyring::default());
-    assert_eq!(codes(&inspect(&strict, &image).await), vec![Code::Pg206]);
+    assert_eq!(codes(&inspect(&strict, &image).await), vec![Code::AccessDenied]);
     let lenient = RegistryConfig { forbidden_means_not_found: true, ..plain };
     let lenient = inspector(vec![lenient], Keyring::default());
-    assert_eq!(codes(&inspect(&lenient, &image).await), vec![Code::Pg103]);
+    assert_eq!(codes(&inspect(&lenient, &image).await), vec![Code::RepositoryNotFound]);
 }
 
 /// 40 new images at once against a registry that never answers: at most 16 requests reach it
@@ -116,7 +119,7 @@ async fn requests_in_flight_to_one_registry_are_bounded() {
         .await;
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     assert_eq!(inspection.findings.len(), 40);
-    assert!(inspection.findings.iter().all(|finding| finding.code == Code::Pg501));
+    assert!(inspection.findings.iter().all(|finding| finding.code == Code::RegistryUnreachable));
     assert!((1..=16).contains(&fake.requests()), "{} requests reached the registry", fake.requests());
 }
 
@@ -135,7 +138,7 @@ async fn callers_waiting_on_a_failed_lookup_share_its_answer() {
     let started = std::time::Instant::now();
     let inspections = futures::future::join_all((0..20).map(|_| inspect(&inspector, &image))).await;
     assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
-    assert!(inspections.iter().all(|inspection| codes(inspection) == vec![Code::Pg501]));
+    assert!(inspections.iter().all(|inspection| codes(inspection) == vec![Code::RegistryUnreachable]));
     assert_eq!(fake.requests(), 1, "one attempt for all twenty");
 }
 
@@ -146,11 +149,14 @@ async fn a_registry_that_times_out_is_left_alone_for_a_moment() {
     let fake = FakeRegistry::start(Behaviour::Stall { limit: Duration::from_secs(20) }).await.unwrap();
     let config = Config { lookup_timeout: HumanDuration(Duration::from_millis(500)), ..fake_config(&fake) };
     let inspector = inspector_with(config, Keyring::default());
-    assert_eq!(codes(&inspect(&inspector, &format!("{}/first:v1", fake.host())).await), vec![Code::Pg501]);
+    assert_eq!(
+        codes(&inspect(&inspector, &format!("{}/first:v1", fake.host())).await),
+        vec![Code::RegistryUnreachable]
+    );
     let started = std::time::Instant::now();
     let second = inspect(&inspector, &format!("{}/second:v1", fake.host())).await;
     assert!(started.elapsed() < Duration::from_millis(300), "took {:?}", started.elapsed());
-    assert_eq!(codes(&second), vec![Code::Pg501]);
+    assert_eq!(codes(&second), vec![Code::RegistryUnreachable]);
     assert!(second.findings[0].message.contains("timed out"), "{}", second.findings[0].message);
     assert_eq!(fake.requests(), 1, "the second image did not reach the stalled registry");
 }
@@ -167,10 +173,10 @@ async fn a_tag_the_registry_lists_but_does_not_serve_is_not_denied() {
     .unwrap();
     let inspector = inspector_with(fake_config(&fake), Keyring::default());
     let listed = inspect(&inspector, &format!("{}/app:v1", fake.host())).await;
-    assert_eq!(codes(&listed), vec![Code::Pg504], "{:#?}", listed.findings);
+    assert_eq!(codes(&listed), vec![Code::RegistryError], "{:#?}", listed.findings);
     assert!(listed.findings.iter().all(|finding| finding.severity != Severity::Error));
     let unlisted = inspect(&inspector, &format!("{}/app:v3", fake.host())).await;
-    assert_eq!(codes(&unlisted), vec![Code::Pg101], "{:#?}", unlisted.findings);
+    assert_eq!(codes(&unlisted), vec![Code::TagNotFound], "{:#?}", unlisted.findings);
 }
 
 #[tokio::test]
@@ -185,7 +191,7 @@ async fn a_stalled_registry_is_cut_off_by_the_deadline() {
     let started = std::time::Instant::now();
     let inspection = inspect(&inspector, &format!("{}/app:v1", fake.host())).await;
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-    assert_eq!(codes(&inspection), vec![Code::Pg501]);
+    assert_eq!(codes(&inspection), vec![Code::RegistryUnreachable]);
     assert!(inspection.findings[0].message.contains("deadline"));
 }
 
@@ -260,7 +266,7 @@ async fn metadata_and_unnamed_loopback_addresses_are_never_contacted() {
     ] {
         let started = std::time::Instant::now();
         let inspection = inspect(&unnamed, &image).await;
-        assert_eq!(codes(&inspection), vec![Code::Pg506], "{image}: {:#?}", inspection.findings);
+        assert_eq!(codes(&inspection), vec![Code::AddressRefused], "{image}: {:#?}", inspection.findings);
         assert!(started.elapsed() < Duration::from_secs(2), "{image}");
     }
     assert_eq!(fake.requests(), 0, "refused addresses are never connected to");
@@ -279,8 +285,8 @@ async fn metadata_and_unnamed_loopback_addresses_are_never_contacted() {
     );
     // The fake answers a TLS hello in plain HTTP: it was reached, which is what is tested.
     let inspection = inspect(&open, &format!("localhost:{port}/app:v1")).await;
-    assert_eq!(codes(&inspection), vec![Code::Pg502], "{:#?}", inspection.findings);
-    assert_eq!(codes(&inspect(&open, "169.254.169.254/app:v1").await), vec![Code::Pg506]);
+    assert_eq!(codes(&inspection), vec![Code::PlainHttpRegistry], "{:#?}", inspection.findings);
+    assert_eq!(codes(&inspect(&open, "169.254.169.254/app:v1").await), vec![Code::AddressRefused]);
 
     // A named registry whose token realm points at a metadata address: the realm is not fetched.
     let realm = FakeRegistry::start(Behaviour::Respond {
@@ -296,7 +302,7 @@ async fn metadata_and_unnamed_loopback_addresses_are_never_contacted() {
     let named = RegistryConfig { host: realm.host(), insecure: true, ..RegistryConfig::default() };
     let checker = inspector(vec![named], Keyring::default());
     let inspection = inspect(&checker, &format!("{}/app:v1", realm.host())).await;
-    assert_eq!(codes(&inspection), vec![Code::Pg506], "{:#?}", inspection.findings);
+    assert_eq!(codes(&inspection), vec![Code::AddressRefused], "{:#?}", inspection.findings);
     assert!(inspection.findings[0].message.contains("token realm"));
 }
 
@@ -314,12 +320,12 @@ async fn registries_that_lie_or_stall_give_findings_within_the_deadline() {
         (
             "manifest over the size limit",
             respond(200, vec![("Content-Type", oci)], "x".repeat(5 << 20)),
-            Code::Pg504,
+            Code::RegistryError,
         ),
         (
             "HTML instead of a manifest",
             respond(200, vec![("Content-Type", "text/html")], "<html>hi</html>".into()),
-            Code::Pg504,
+            Code::RegistryError,
         ),
         (
             "digest header does not match the body",
@@ -328,26 +334,34 @@ async fn registries_that_lie_or_stall_give_findings_within_the_deadline() {
                 vec![("Content-Type", oci), ("Docker-Content-Digest", &zero_digest)],
                 manifest.into(),
             ),
-            Code::Pg504,
+            Code::RegistryError,
         ),
         (
             "invalid JSON",
             respond(200, vec![("Content-Type", oci)], "{\"schemaVersion\":".into()),
-            Code::Pg504,
+            Code::RegistryError,
         ),
         (
             "unknown media type",
             respond(200, vec![("Content-Type", "application/vnd.example+json")], "{}".into()),
-            Code::Pg403,
+            Code::NotAContainerImage,
         ),
-        ("503 with Retry-After", respond(503, vec![("Retry-After", "1")], String::new()), Code::Pg504),
-        ("redirect loop", Behaviour::RedirectLoop, Code::Pg504),
+        (
+            "503 with Retry-After",
+            respond(503, vec![("Retry-After", "1")], String::new()),
+            Code::RegistryError,
+        ),
+        ("redirect loop", Behaviour::RedirectLoop, Code::RegistryError),
         (
             "stall mid-body",
             Behaviour::StallMidBody { declared: 4096, limit: Duration::from_secs(20) },
-            Code::Pg501,
+            Code::RegistryUnreachable,
         ),
-        ("stall before answering", Behaviour::Stall { limit: Duration::from_secs(20) }, Code::Pg501),
+        (
+            "stall before answering",
+            Behaviour::Stall { limit: Duration::from_secs(20) },
+            Code::RegistryUnreachable,
+        ),
     ];
     for (name, behaviour, expected) in cases {
         let fake = FakeRegistry::start(behaviour).await.unwrap();
@@ -387,5 +401,5 @@ async fn registries_that_lie_or_stall_give_findings_within_the_deadline() {
     let started = std::time::Instant::now();
     let inspection = inspect(&checker, &format!("{}/app:v1", registry.host())).await;
     assert!(started.elapsed() < Duration::from_secs(3), "token stall took {:?}", started.elapsed());
-    assert_eq!(codes(&inspection), vec![Code::Pg501], "{:#?}", inspection.findings);
+    assert_eq!(codes(&inspection), vec![Code::RegistryUnreachable], "{:#?}", inspection.findings);
 }

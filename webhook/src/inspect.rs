@@ -138,8 +138,9 @@ impl Inspector {
             findings.extend(self.findings_for(container, resolved, pod));
         }
         // A needed secret that is missing or unusable was reported with the image that needs it.
-        let reported_secret_error =
-            findings.iter().any(|finding| matches!(finding.code, Code::Pg202 | Code::Pg203));
+        let reported_secret_error = findings
+            .iter()
+            .any(|finding| matches!(finding.code, Code::SecretMissing | Code::SecretMalformed));
         if !reported_secret_error && let Some(first) = containers.first() {
             let subject = Subject { container: &first.name, image: &first.image, volume: false };
             findings.extend(checks::unused_secret_findings(subject, pod.credentials));
@@ -176,7 +177,9 @@ impl Inspector {
                     // An image volume may be an OCI artifact: mounted, never run, so "not a
                     // runnable image" is no problem there, and only declared platforms compare.
                     findings.extend(
-                        manifest.into_iter().filter(|finding| !(volume && finding.code == Code::Pg403)),
+                        manifest
+                            .into_iter()
+                            .filter(|finding| !(volume && finding.code == Code::NotAContainerImage)),
                     );
                     if let Some(targets) = pod.targets
                         && !(volume && facts.platforms.is_empty())

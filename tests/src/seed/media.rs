@@ -16,8 +16,9 @@ pub const SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json"
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 pub const OCTET_STREAM: &str = "application/octet-stream";
 
-/// Every manifest type, as one `Accept` value. Anything less makes distribution
-/// rewrite or hide manifests (see REGISTRY-NOTES.md).
+/// Every manifest type, as one `Accept` value. Anything less makes distribution 2.8 rewrite or
+/// hide manifests: without the Docker v2 type it converts a v2 manifest to schema 1 on the fly,
+/// and without the OCI types it answers 404 for an OCI manifest.
 pub const FULL_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \

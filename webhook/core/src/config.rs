@@ -418,9 +418,9 @@ nodePoolLabels: [cloud.google.com/gke-nodepool]
         assert_eq!(config.mode, Mode::Warn);
         assert_eq!(config.cache.tag_ttl.0, Duration::from_secs(300));
         assert_eq!(config.max_image_size.0, 2 << 30);
-        assert_eq!(config.severity_of(Code::Pg601), None);
-        assert_eq!(config.severity_of(Code::Pg604), Some(Severity::Warning));
-        assert_eq!(config.severity_of(Code::Pg501), Some(Severity::Error));
+        assert_eq!(config.severity_of(Code::MutableTag), None);
+        assert_eq!(config.severity_of(Code::AnonymousDockerHub), Some(Severity::Warning));
+        assert_eq!(config.severity_of(Code::RegistryUnreachable), Some(Severity::Error));
         assert!(config.registry("registry.internal:5000").unwrap().insecure);
         assert!(config.is_exempt_image("registry.k8s.io/pause:3.9", None));
         // The normalised form counts too: `pause` is `docker.io/library/pause:latest`.

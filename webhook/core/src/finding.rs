@@ -1,7 +1,8 @@
 //! Findings: what pullguard reports about one container image.
 //!
 //! Codes are part of the public contract (users silence or re-grade them by code), so the
-//! enum's string form never changes once released.
+//! enum's string form never changes once released. In code a finding is named by what it means
+//! (`Code::SecretMissing`); the table below is the one place that maps it to its `PG` code.
 
 use std::{fmt, str::FromStr};
 
@@ -66,53 +67,61 @@ macro_rules! codes {
 }
 
 codes! {
-    Pg100 => "PG100", Error, "image reference is not valid (kubelet: InvalidImageName)";
-    Pg101 => "PG101", Error, "tag not found in the repository";
-    Pg102 => "PG102", Error, "digest not found";
-    Pg103 => "PG103", Error, "repository not found, or no pull access";
-    Pg104 => "PG104", Warning, "registry lookup failed, but every candidate node holds the image (IfNotPresent)";
-    Pg105 => "PG105", Warning, "imagePullPolicy Never: the image is not listed on every candidate node";
-    Pg200 => "PG200", Info, "credentials not verified (node credentials, or secrets unreadable)";
-    Pg201 => "PG201", Error, "registry requires credentials and none are provided";
-    Pg202 => "PG202", Error, "a named imagePullSecret does not exist";
-    Pg203 => "PG203", Error, "a pull secret is malformed or of the wrong type";
-    Pg204 => "PG204", Error, "pull secrets exist but none matches this registry";
-    Pg205 => "PG205", Error, "credentials rejected by the registry (401)";
-    Pg206 => "PG206", Error, "access denied (403)";
-    Pg300 => "PG300", Info, "platform not verified: no node data for the pod";
-    Pg301 => "PG301", Error, "no platform of the image runs on the candidate nodes";
-    Pg302 => "PG302", Warning, "some candidate nodes cannot run the image";
-    Pg303 => "PG303", Error, "Windows image os.version incompatible with the nodes";
-    Pg401 => "PG401", Error, "Docker schema 1 manifest (containerd 2.x refuses it)";
-    Pg402 => "PG402", Error, "config media type application/octet-stream";
-    Pg403 => "PG403", Error, "reference is not a runnable container image";
-    Pg501 => "PG501", Warning, "registry unreachable (DNS, connect, timeout)";
-    Pg502 => "PG502", Error, "registry speaks plain HTTP and is not configured as insecure";
-    Pg503 => "PG503", Error, "registry TLS certificate not trusted";
-    Pg504 => "PG504", Warning, "registry error (5xx, invalid response)";
-    Pg505 => "PG505", Warning, "registry rate limit (429)";
-    Pg506 => "PG506", Warning, "registry address refused (metadata, link-local, or private not allowed)";
-    Pg601 => "PG601", Warning, "mutable tag: latest, or no tag";
-    Pg602 => "PG602", Warning, "image larger than the configured limit";
-    Pg603 => "PG603", Info, "empty or duplicate layers";
-    Pg604 => "PG604", Info, "Docker Hub image pulled anonymously";
+    InvalidReference => "PG100", Error, "image reference is not valid (kubelet: InvalidImageName)";
+    TagNotFound => "PG101", Error, "tag not found in the repository";
+    DigestNotFound => "PG102", Error, "digest not found";
+    RepositoryNotFound => "PG103", Error, "repository not found, or no pull access";
+    HeldOnEveryNode => "PG104", Warning, "registry lookup failed, but every candidate node holds the image (IfNotPresent)";
+    NeverPulledNotOnEveryNode => "PG105", Warning, "imagePullPolicy Never: the image is not listed on every candidate node";
+    CredentialsNotVerified => "PG200", Info, "credentials not verified (node credentials, or secrets unreadable)";
+    CredentialsRequired => "PG201", Error, "registry requires credentials and none are provided";
+    SecretMissing => "PG202", Error, "a named imagePullSecret does not exist";
+    SecretMalformed => "PG203", Error, "a pull secret is malformed or of the wrong type";
+    NoSecretForRegistry => "PG204", Error, "pull secrets exist but none matches this registry";
+    CredentialsRejected => "PG205", Error, "credentials rejected by the registry (401)";
+    AccessDenied => "PG206", Error, "access denied (403)";
+    PlatformNotVerified => "PG300", Info, "platform not verified: no node data for the pod";
+    NoRunnablePlatform => "PG301", Error, "no platform of the image runs on the candidate nodes";
+    SomeNodesCannotRun => "PG302", Warning, "some candidate nodes cannot run the image";
+    WindowsVersionMismatch => "PG303", Error, "Windows image os.version incompatible with the nodes";
+    Schema1Manifest => "PG401", Error, "Docker schema 1 manifest (containerd 2.x refuses it)";
+    OctetStreamConfig => "PG402", Error, "config media type application/octet-stream";
+    NotAContainerImage => "PG403", Error, "reference is not a runnable container image";
+    RegistryUnreachable => "PG501", Warning, "registry unreachable (DNS, connect, timeout)";
+    PlainHttpRegistry => "PG502", Error, "registry speaks plain HTTP and is not configured as insecure";
+    UntrustedCertificate => "PG503", Error, "registry TLS certificate not trusted";
+    RegistryError => "PG504", Warning, "registry error (5xx, invalid response)";
+    RateLimited => "PG505", Warning, "registry rate limit (429)";
+    AddressRefused => "PG506", Warning, "registry address refused (metadata, link-local, or private not allowed)";
+    MutableTag => "PG601", Warning, "mutable tag: latest, or no tag";
+    ImageTooLarge => "PG602", Warning, "image larger than the configured limit";
+    WastefulLayers => "PG603", Info, "empty or duplicate layers";
+    AnonymousDockerHub => "PG604", Info, "Docker Hub image pulled anonymously";
 }
 
 impl Code {
     /// Findings that say the registry could not answer, as opposed to a definite answer about the image.
     pub fn is_registry_unavailable(self) -> bool {
-        matches!(self, Code::Pg501 | Code::Pg504 | Code::Pg505)
+        matches!(self, Code::RegistryUnreachable | Code::RegistryError | Code::RateLimited)
     }
 
     /// Findings that say the pull will not be authorised (PG200, "not verified", is not one).
     pub fn is_credential(self) -> bool {
-        matches!(self, Code::Pg201 | Code::Pg202 | Code::Pg203 | Code::Pg204 | Code::Pg205 | Code::Pg206)
+        matches!(
+            self,
+            Code::CredentialsRequired
+                | Code::SecretMissing
+                | Code::SecretMalformed
+                | Code::NoSecretForRegistry
+                | Code::CredentialsRejected
+                | Code::AccessDenied
+        )
     }
 
     /// Credential findings a pull secret of the namespace could fix: none given, a missing one,
     /// none for this registry.
     pub fn wants_a_secret(self) -> bool {
-        matches!(self, Code::Pg201 | Code::Pg202 | Code::Pg204)
+        matches!(self, Code::CredentialsRequired | Code::SecretMissing | Code::NoSecretForRegistry)
     }
 }
 
@@ -205,17 +214,17 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_design_table() {
-        assert_eq!(Code::Pg101.default_severity(), Severity::Error);
-        assert_eq!(Code::Pg501.default_severity(), Severity::Warning);
-        assert_eq!(Code::Pg603.default_severity(), Severity::Info);
-        assert!(Code::Pg505.is_registry_unavailable());
-        assert!(!Code::Pg503.is_registry_unavailable());
+        assert_eq!(Code::TagNotFound.default_severity(), Severity::Error);
+        assert_eq!(Code::RegistryUnreachable.default_severity(), Severity::Warning);
+        assert_eq!(Code::WastefulLayers.default_severity(), Severity::Info);
+        assert!(Code::RateLimited.is_registry_unavailable());
+        assert!(!Code::UntrustedCertificate.is_registry_unavailable());
     }
 
     #[test]
     fn warning_lines_are_short() {
         let finding = Finding {
-            code: Code::Pg101,
+            code: Code::TagNotFound,
             severity: Severity::Error,
             container: "app".into(),
             volume: false,

@@ -231,11 +231,11 @@ mod tests {
             summary: "s".into(),
             message: "m.".into(),
         };
-        let mut findings = vec![finding(Code::Pg201), finding(Code::Pg101)];
+        let mut findings = vec![finding(Code::CredentialsRequired), finding(Code::TagNotFound)];
         add_secret_hints(&mut findings, &secrets, &[]);
         assert!(findings[0].message.contains("add imagePullSecrets: [regcred]"), "{}", findings[0].message);
         assert_eq!(findings[1].message, "m.");
-        let mut referenced = vec![finding(Code::Pg204)];
+        let mut referenced = vec![finding(Code::NoSecretForRegistry)];
         add_secret_hints(&mut referenced, &secrets, &["regcred".to_string()]);
         assert_eq!(referenced[0].message, "m.");
     }

@@ -193,9 +193,9 @@ mod tests {
 
     #[test]
     fn modes_table() {
-        let error = finding(Code::Pg101, Severity::Error, "app");
-        let warning = finding(Code::Pg601, Severity::Warning, "app");
-        let info = finding(Code::Pg603, Severity::Info, "side");
+        let error = finding(Code::TagNotFound, Severity::Error, "app");
+        let warning = finding(Code::MutableTag, Severity::Warning, "app");
+        let info = finding(Code::WastefulLayers, Severity::Info, "side");
         let all = vec![error.clone(), warning.clone(), info.clone()];
         // (mode, findings, allowed, number of warnings)
         let cases: Vec<(Mode, Vec<Finding>, bool, usize)> = vec![
@@ -219,9 +219,9 @@ mod tests {
     #[test]
     fn deny_message_has_one_line_per_failing_image() {
         let findings = vec![
-            finding(Code::Pg101, Severity::Error, "app"),
-            finding(Code::Pg402, Severity::Error, "app"),
-            finding(Code::Pg103, Severity::Error, "init"),
+            finding(Code::TagNotFound, Severity::Error, "app"),
+            finding(Code::OctetStreamConfig, Severity::Error, "app"),
+            finding(Code::RepositoryNotFound, Severity::Error, "init"),
         ];
         let message = decide(Mode::Enforce, &findings).message.unwrap();
         assert_eq!(message.lines().count(), 3, "{message}");
@@ -233,7 +233,7 @@ mod tests {
     fn containers_sharing_an_image_share_its_line() {
         let shared = |container: String, severity| Finding {
             image: "r.example/app:v9".into(),
-            ..finding(Code::Pg101, severity, &container)
+            ..finding(Code::TagNotFound, severity, &container)
         };
         let errors: Vec<Finding> = (0..30).map(|i| shared(format!("c{i}"), Severity::Error)).collect();
         let message = decide(Mode::Enforce, &errors).message.unwrap();
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn deny_messages_are_capped() {
         let findings: Vec<Finding> =
-            (0..500).map(|i| finding(Code::Pg100, Severity::Error, &format!("c{i}"))).collect();
+            (0..500).map(|i| finding(Code::InvalidReference, Severity::Error, &format!("c{i}"))).collect();
         let message = decide(Mode::Enforce, &findings).message.unwrap();
         assert_eq!(message.lines().count(), MAX_DENY_LINES + 2, "{message}");
         assert!(message.contains("480 more"));
@@ -258,13 +258,13 @@ mod tests {
     #[test]
     fn warnings_are_capped() {
         let findings: Vec<Finding> =
-            (0..30).map(|i| finding(Code::Pg601, Severity::Warning, &format!("c{i}"))).collect();
+            (0..30).map(|i| finding(Code::MutableTag, Severity::Warning, &format!("c{i}"))).collect();
         let verdict = decide(Mode::Enforce, &findings);
         assert_eq!(verdict.warnings.len(), MAX_WARNINGS + 1);
         let audit: serde_json::Value = serde_json::from_str(&verdict.audit_annotations["findings"]).unwrap();
         assert_eq!(audit.as_array().unwrap().len(), 30);
         let many: Vec<Finding> =
-            (0..300).map(|i| finding(Code::Pg601, Severity::Warning, &format!("c{i}"))).collect();
+            (0..300).map(|i| finding(Code::MutableTag, Severity::Warning, &format!("c{i}"))).collect();
         let verdict = decide(Mode::Audit, &many);
         assert_eq!(verdict.audit_annotations["findings-truncated"], "100 of 300");
     }

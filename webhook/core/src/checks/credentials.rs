@@ -35,7 +35,7 @@ pub fn credential_findings(
     let finding = match outcome {
         Err(LookupError::AuthRequired) => Some(needs_credentials(subject, image, usage)),
         Err(LookupError::CredentialsRejected) => Some(subject.finding(
-            Code::Pg205,
+            Code::CredentialsRejected,
             format!("{registry} rejected every matching credential (401)"),
             format!(
                 "{registry} rejected the credentials for {} (401): {}. They are wrong, revoked or expired, \
@@ -45,7 +45,7 @@ pub fn credential_findings(
             ),
         )),
         Err(LookupError::Denied) => Some(subject.finding(
-            Code::Pg206,
+            Code::AccessDenied,
             format!("access to {registry}/{} denied (403)", image.repository()),
             format!(
                 "{registry} denied access to {} (403){}: the account may be valid but lacks pull \
@@ -59,7 +59,7 @@ pub fn credential_findings(
             ),
         )),
         Ok(_) if image.is_docker_hub() && !usage.authenticated => Some(subject.finding(
-            Code::Pg604,
+            Code::AnonymousDockerHub,
             "Docker Hub image pulled anonymously (rate-limited)",
             format!(
                 "{} comes from Docker Hub and no pull secret applies, so every node pulls it anonymously, \
@@ -84,7 +84,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
     let pod = usage.pod;
     if usage.node_credentials {
         return subject.finding(
-            Code::Pg200,
+            Code::CredentialsNotVerified,
             format!("{registry}: pulled with node credentials, not verified"),
             format!(
                 "{registry} requires credentials and is declared as pulled with the nodes' own credentials \
@@ -96,7 +96,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
     }
     if let Some(reason) = &pod.unreadable {
         return subject.finding(
-            Code::Pg200,
+            Code::CredentialsNotVerified,
             format!("{registry} requires credentials; the pull secrets are not known"),
             format!(
                 "{registry} requires credentials, and the pull secrets of {} are not known: {reason}. The \
@@ -107,7 +107,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
     }
     if pod.account_missing {
         return subject.finding_with(
-            Code::Pg201,
+            Code::CredentialsRequired,
             Severity::Warning,
             format!("{registry} requires credentials; {} does not exist yet", pod.origin),
             format!(
@@ -129,7 +129,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
             (Severity::Error, "", "the kubelet pulls without them and gets 401")
         };
         return subject.finding_with(
-            Code::Pg202,
+            Code::SecretMissing,
             severity,
             format!("imagePullSecret {names} does not exist{yet}"),
             format!(
@@ -145,7 +145,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
         let problems: Vec<String> =
             pod.malformed.iter().map(|(name, problem)| format!("{name}: {problem}")).collect();
         return subject.finding(
-            Code::Pg203,
+            Code::SecretMalformed,
             format!("pull secret unusable: {}", problems.join("; ")),
             format!(
                 "{registry} requires credentials and the pull secret(s) of {} cannot be used: {}. Recreate \
@@ -159,7 +159,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
     if !pod.keyring.is_empty() {
         let keys: Vec<&str> = pod.keyring.keys().collect();
         return subject.finding(
-            Code::Pg204,
+            Code::NoSecretForRegistry,
             format!("no pull secret matches {registry}"),
             format!(
                 "{registry} requires credentials; the pull secrets of {} ({}) hold entries for {} but none \
@@ -173,7 +173,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
     }
     if image.is_docker_hub() {
         return subject.finding(
-            Code::Pg103,
+            Code::RepositoryNotFound,
             format!("{}: repository does not exist or no pull access", image.name()),
             format!(
                 "Docker Hub answers \"pull access denied, repository does not exist or may require \
@@ -184,7 +184,7 @@ fn needs_credentials(subject: Subject<'_>, image: &ImageRef, usage: CredentialUs
         );
     }
     subject.finding(
-        Code::Pg201,
+        Code::CredentialsRequired,
         format!("{registry} requires credentials; none provided"),
         format!(
             "{registry} requires authentication to pull {}, and {} has no imagePullSecrets: the pull fails \
@@ -202,7 +202,7 @@ pub fn unused_secret_findings(subject: Subject<'_>, pod: &PodCredentials) -> Vec
     let mut findings = Vec::new();
     for name in &pod.missing {
         findings.push(subject.finding_with(
-            Code::Pg202,
+            Code::SecretMissing,
             Severity::Warning,
             format!("imagePullSecret {name} does not exist (not needed now)"),
             format!(
@@ -214,7 +214,7 @@ pub fn unused_secret_findings(subject: Subject<'_>, pod: &PodCredentials) -> Vec
     }
     for (name, problem) in &pod.malformed {
         findings.push(subject.finding_with(
-            Code::Pg203,
+            Code::SecretMalformed,
             Severity::Warning,
             format!("pull secret {name} unusable (not needed now)"),
             format!(
@@ -265,15 +265,18 @@ mod tests {
         let mut unreadable = PodCredentials::none();
         unreadable.unreadable = Some("Forbidden (403)".into());
         let auth = || Err(LookupError::AuthRequired);
-        assert_eq!(code(private, auth(), &none, false), Some(Code::Pg201));
-        assert_eq!(code(private, auth(), &missing, false), Some(Code::Pg202));
-        assert_eq!(code(private, auth(), &malformed, false), Some(Code::Pg203));
-        assert_eq!(code(private, auth(), &other_host, false), Some(Code::Pg204));
-        assert_eq!(code(private, auth(), &unreadable, false), Some(Code::Pg200));
-        assert_eq!(code(private, auth(), &none, true), Some(Code::Pg200));
-        assert_eq!(code("someone/private", auth(), &none, false), Some(Code::Pg103));
-        assert_eq!(code(private, Err(LookupError::CredentialsRejected), &none, false), Some(Code::Pg205));
-        assert_eq!(code(private, Err(LookupError::Denied), &none, false), Some(Code::Pg206));
+        assert_eq!(code(private, auth(), &none, false), Some(Code::CredentialsRequired));
+        assert_eq!(code(private, auth(), &missing, false), Some(Code::SecretMissing));
+        assert_eq!(code(private, auth(), &malformed, false), Some(Code::SecretMalformed));
+        assert_eq!(code(private, auth(), &other_host, false), Some(Code::NoSecretForRegistry));
+        assert_eq!(code(private, auth(), &unreadable, false), Some(Code::CredentialsNotVerified));
+        assert_eq!(code(private, auth(), &none, true), Some(Code::CredentialsNotVerified));
+        assert_eq!(code("someone/private", auth(), &none, false), Some(Code::RepositoryNotFound));
+        assert_eq!(
+            code(private, Err(LookupError::CredentialsRejected), &none, false),
+            Some(Code::CredentialsRejected)
+        );
+        assert_eq!(code(private, Err(LookupError::Denied), &none, false), Some(Code::AccessDenied));
         assert_eq!(code(private, Err(LookupError::RepositoryNotFound), &none, false), None);
     }
 
@@ -298,7 +301,7 @@ mod tests {
         let mut pod = PodCredentials::none();
         pod.missing = vec!["gone".into()];
         let findings = unused_secret_findings(Subject { container: "c", image: "i", volume: false }, &pod);
-        assert_eq!(findings[0].code, Code::Pg202);
+        assert_eq!(findings[0].code, Code::SecretMissing);
         assert_eq!(findings[0].severity, Severity::Warning);
     }
 }

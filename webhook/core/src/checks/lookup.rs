@@ -22,7 +22,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
                 _ => String::new(),
             };
             subject.finding(
-                Code::Pg101,
+                Code::TagNotFound,
                 format!("tag {tag:?} not found in {registry}/{repository}{short_hint}"),
                 format!(
                     "tag {tag:?} does not exist in {registry}/{repository}: the pull fails with \"not found\" \
@@ -31,7 +31,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             )
         }
         LookupError::DigestNotFound { digest } => subject.finding(
-            Code::Pg102,
+            Code::DigestNotFound,
             format!("digest {} not found in {registry}/{repository}", short_digest(digest)),
             format!(
                 "manifest {digest} does not exist in {registry}/{repository} (deleted, garbage-collected, or \
@@ -40,7 +40,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::RepositoryNotFound => subject.finding(
-            Code::Pg103,
+            Code::RepositoryNotFound,
             format!("repository {registry}/{repository} not found"),
             format!(
                 "repository {repository} does not exist on {registry} (or is hidden from this client): the \
@@ -53,7 +53,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             return Vec::new();
         }
         LookupError::Unreachable { reason } => subject.finding(
-            Code::Pg501,
+            Code::RegistryUnreachable,
             format!("registry {registry} unreachable: {reason}"),
             format!(
                 "could not reach {registry} ({reason}), so the image was not verified. If nodes cannot \
@@ -61,7 +61,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::Deadline => subject.finding(
-            Code::Pg501,
+            Code::RegistryUnreachable,
             format!("registry {registry} did not answer before the admission deadline"),
             format!(
                 "{registry} did not answer within the admission deadline, so the image was not verified. \
@@ -70,7 +70,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::PlainHttp => subject.finding(
-            Code::Pg502,
+            Code::PlainHttpRegistry,
             format!("{registry} speaks plain HTTP, not HTTPS"),
             format!(
                 "{registry} answered an HTTPS request in plain HTTP. containerd and CRI-O pull over HTTPS \
@@ -81,7 +81,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::UntrustedCertificate { reason } => subject.finding(
-            Code::Pg503,
+            Code::UntrustedCertificate,
             format!("{registry} TLS certificate not trusted ({reason})"),
             format!(
                 "the TLS certificate of {registry} is not trusted ({reason}); nodes fail the same way with \
@@ -91,7 +91,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::RegistryFailure { reason, .. } => subject.finding(
-            Code::Pg504,
+            Code::RegistryError,
             format!("registry {registry} error: {reason}"),
             format!(
                 "{registry} failed to answer for {repository} ({reason}), so the image was not verified. \
@@ -99,7 +99,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::RateLimited { retry_after } => subject.finding(
-            Code::Pg505,
+            Code::RateLimited,
             format!("registry {registry} rate limit (429)"),
             format!(
                 "{registry} is rate-limiting requests (429 Too Many Requests{}); the image was not verified, \
@@ -109,7 +109,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::InvalidManifest { reason } => subject.finding(
-            Code::Pg504,
+            Code::RegistryError,
             format!("registry {registry} returned an unusable manifest"),
             format!(
                 "{registry} returned a manifest for {} that cannot be read ({reason}); the runtime will \
@@ -118,7 +118,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::AddressRefused { reason } => subject.finding(
-            Code::Pg506,
+            Code::AddressRefused,
             format!("registry {registry} not contacted: address refused"),
             format!(
                 "pullguard did not contact {registry}: {reason}. Image references are chosen by whoever \
@@ -128,7 +128,7 @@ pub fn lookup_findings(subject: Subject<'_>, image: &ImageRef, error: &LookupErr
             ),
         ),
         LookupError::UnsupportedMediaType { media_type } => subject.finding(
-            Code::Pg403,
+            Code::NotAContainerImage,
             format!("{} is not a container image ({media_type})", image.normalized()),
             format!(
                 "{} points to a manifest of type {media_type}, which no container runtime can run. Point \
@@ -174,19 +174,31 @@ mod tests {
             (
                 private,
                 LookupError::TagNotFound { tag: "v2".into(), existing_tags: Some(vec!["v1".into()]) },
-                Code::Pg101,
+                Code::TagNotFound,
             ),
-            (private, LookupError::DigestNotFound { digest: "sha256:00".into() }, Code::Pg102),
-            (private, LookupError::RepositoryNotFound, Code::Pg103),
-            (private, LookupError::Unreachable { reason: "refused".into() }, Code::Pg501),
-            (private, LookupError::Deadline, Code::Pg501),
-            (private, LookupError::PlainHttp, Code::Pg502),
-            (private, LookupError::UntrustedCertificate { reason: "UnknownIssuer".into() }, Code::Pg503),
-            (private, LookupError::RegistryFailure { status: Some(503), reason: "x".into() }, Code::Pg504),
-            (private, LookupError::RateLimited { retry_after: Some(Duration::from_secs(5)) }, Code::Pg505),
-            (private, LookupError::InvalidManifest { reason: "x".into() }, Code::Pg504),
-            (private, LookupError::UnsupportedMediaType { media_type: "x".into() }, Code::Pg403),
-            (private, LookupError::AddressRefused { reason: "x".into() }, Code::Pg506),
+            (private, LookupError::DigestNotFound { digest: "sha256:00".into() }, Code::DigestNotFound),
+            (private, LookupError::RepositoryNotFound, Code::RepositoryNotFound),
+            (private, LookupError::Unreachable { reason: "refused".into() }, Code::RegistryUnreachable),
+            (private, LookupError::Deadline, Code::RegistryUnreachable),
+            (private, LookupError::PlainHttp, Code::PlainHttpRegistry),
+            (
+                private,
+                LookupError::UntrustedCertificate { reason: "UnknownIssuer".into() },
+                Code::UntrustedCertificate,
+            ),
+            (
+                private,
+                LookupError::RegistryFailure { status: Some(503), reason: "x".into() },
+                Code::RegistryError,
+            ),
+            (
+                private,
+                LookupError::RateLimited { retry_after: Some(Duration::from_secs(5)) },
+                Code::RateLimited,
+            ),
+            (private, LookupError::InvalidManifest { reason: "x".into() }, Code::RegistryError),
+            (private, LookupError::UnsupportedMediaType { media_type: "x".into() }, Code::NotAContainerImage),
+            (private, LookupError::AddressRefused { reason: "x".into() }, Code::AddressRefused),
         ];
         for (image, error, code) in cases {
             assert_eq!(code_for(image, error.clone()), code, "{error:?}");

@@ -21,7 +21,7 @@ pub fn manifest_findings(
     let mut findings = Vec::new();
     if facts.kind == ManifestKind::DockerSchema1 && schema1_pulled {
         findings.push(subject.finding_with(
-            Code::Pg401,
+            Code::Schema1Manifest,
             Severity::Warning,
             "Docker schema 1 manifest: pulls today, fails after the upgrade to containerd 2.0",
             format!(
@@ -36,7 +36,7 @@ pub fn manifest_findings(
     }
     if facts.kind == ManifestKind::DockerSchema1 {
         findings.push(subject.finding(
-            Code::Pg401,
+            Code::Schema1Manifest,
             "Docker schema 1 manifest: containerd 2.x refuses it",
             format!(
                 "{} is a Docker image manifest v2 schema 1 ({}). containerd 2.x and recent CRI-O refuse \
@@ -50,7 +50,7 @@ pub fn manifest_findings(
     }
     if let Some(reason) = not_runnable_reason(facts) {
         findings.push(subject.finding(
-            Code::Pg403,
+            Code::NotAContainerImage,
             format!("not a runnable image: {reason}"),
             format!(
                 "{} is not a runnable container image: {reason}. The runtime cannot unpack it into a \
@@ -63,7 +63,7 @@ pub fn manifest_findings(
     }
     if facts.config_media_type.as_deref() == Some(manifest::OCTET_STREAM) {
         findings.push(subject.finding(
-            Code::Pg402,
+            Code::OctetStreamConfig,
             "config media type application/octet-stream",
             format!(
                 "the manifest of {} declares its config as application/octet-stream; containerd refuses \
@@ -78,7 +78,7 @@ pub fn manifest_findings(
         && size > max_image_size.0
     {
         findings.push(subject.finding(
-            Code::Pg602,
+            Code::ImageTooLarge,
             format!("image is {} compressed (limit {})", ByteSize(size), max_image_size),
             format!(
                 "{} is {} compressed, above the configured limit of {}. Large images pull slowly, delay \
@@ -95,7 +95,7 @@ pub fn manifest_findings(
     let duplicates = facts.layers.iter().filter(|layer| !seen.insert(layer.digest.as_str())).count();
     if empty > 0 || duplicates > 0 {
         findings.push(subject.finding(
-            Code::Pg603,
+            Code::WastefulLayers,
             format!("{empty} empty and {duplicates} duplicate layer(s)"),
             format!(
                 "{} has {empty} empty and {duplicates} duplicate layer(s). They cost a round trip each and \
@@ -156,25 +156,37 @@ mod tests {
     fn table() {
         let clean = image(manifest::OCI_CONFIG, vec![layer("sha256:a", 10), layer("sha256:b", 20)]);
         assert_eq!(codes(&clean), vec![]);
-        assert_eq!(codes(&image(manifest::OCTET_STREAM, vec![layer("sha256:a", 10)])), vec![Code::Pg402]);
-        assert_eq!(codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 3 << 30)])), vec![Code::Pg602]);
+        assert_eq!(
+            codes(&image(manifest::OCTET_STREAM, vec![layer("sha256:a", 10)])),
+            vec![Code::OctetStreamConfig]
+        );
+        assert_eq!(
+            codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 3 << 30)])),
+            vec![Code::ImageTooLarge]
+        );
         assert_eq!(codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 2 << 30)])), vec![]);
         assert_eq!(
             codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:a", 1), layer("sha256:a", 1)])),
-            vec![Code::Pg603]
+            vec![Code::WastefulLayers]
         );
-        assert_eq!(codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:e", 0)])), vec![Code::Pg603]);
-        assert_eq!(codes(&image("application/vnd.cncf.helm.config.v1+json", vec![])), vec![Code::Pg403]);
+        assert_eq!(
+            codes(&image(manifest::OCI_CONFIG, vec![layer("sha256:e", 0)])),
+            vec![Code::WastefulLayers]
+        );
+        assert_eq!(
+            codes(&image("application/vnd.cncf.helm.config.v1+json", vec![])),
+            vec![Code::NotAContainerImage]
+        );
         let mut artifact = clean.clone();
         artifact.artifact_type = Some("application/vnd.example.sbom".into());
-        assert_eq!(codes(&artifact), vec![Code::Pg403]);
+        assert_eq!(codes(&artifact), vec![Code::NotAContainerImage]);
         let mut schema1 = clean.clone();
         schema1.kind = ManifestKind::DockerSchema1;
-        assert_eq!(codes(&schema1), vec![Code::Pg401]);
+        assert_eq!(codes(&schema1), vec![Code::Schema1Manifest]);
         // Nodes on containerd 1.x still pull it: a warning that the upgrade breaks it.
         let subject = Subject { container: "c", image: "i", volume: false };
         let graded = manifest_findings(subject, &schema1, ByteSize(2 << 30), true);
-        assert_eq!((graded[0].code, graded[0].severity), (Code::Pg401, Severity::Warning));
+        assert_eq!((graded[0].code, graded[0].severity), (Code::Schema1Manifest, Severity::Warning));
         assert!(graded[0].message.contains("containerd 2.0"), "{}", graded[0].message);
         let mut index = clean;
         index.kind = ManifestKind::OciIndex;
@@ -182,6 +194,6 @@ mod tests {
         index.layers.clear();
         assert_eq!(codes(&index), vec![]);
         index.platforms.clear();
-        assert_eq!(codes(&index), vec![Code::Pg403]);
+        assert_eq!(codes(&index), vec![Code::NotAContainerImage]);
     }
 }

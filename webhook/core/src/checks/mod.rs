@@ -78,16 +78,16 @@ mod tests {
     fn grading_regrades_and_silences() {
         let subject = Subject { container: "app", image: "nginx", volume: false };
         let findings = vec![
-            subject.finding(Code::Pg601, "s", "m"),
-            subject.finding(Code::Pg603, "s", "m"),
-            subject.finding(Code::Pg101, "s", "m"),
+            subject.finding(Code::MutableTag, "s", "m"),
+            subject.finding(Code::WastefulLayers, "s", "m"),
+            subject.finding(Code::TagNotFound, "s", "m"),
         ];
         let mut config = Config::default();
-        config.findings.insert(Code::Pg601, Grade::Off);
-        config.findings.insert(Code::Pg603, Grade::Error);
+        config.findings.insert(Code::MutableTag, Grade::Off);
+        config.findings.insert(Code::WastefulLayers, Grade::Error);
         let graded = grade(findings, &config);
         assert_eq!(graded.len(), 2);
-        assert_eq!(graded[0].code, Code::Pg603);
+        assert_eq!(graded[0].code, Code::WastefulLayers);
         assert_eq!(graded[0].severity, Severity::Error);
         assert_eq!(graded[1].severity, Severity::Error);
     }

@@ -216,7 +216,7 @@ pub fn platform_findings(
     }
     let finding = match targets {
         NodeTargets::Unknown(reason) => Some(subject.finding(
-            Code::Pg300,
+            Code::PlatformNotVerified,
             format!("platform not verified: {reason}"),
             format!(
                 "the platforms of {} ({}) were not compared with the nodes: {reason}.",
@@ -226,7 +226,7 @@ pub fn platform_findings(
         )),
         NodeTargets::Selector(platform) => (fit(platform, images) == Fit::No).then(|| {
             subject.finding(
-                Code::Pg301,
+                Code::NoRunnablePlatform,
                 format!("no {platform} image: built for {}", list(images)),
                 format!(
                     "{} is built for {} but the pod's node selector asks for {platform} nodes (none are \
@@ -240,7 +240,7 @@ pub fn platform_findings(
             )
         }),
         NodeTargets::Pools(pools) if pools.is_empty() => Some(subject.finding(
-            Code::Pg300,
+            Code::PlatformNotVerified,
             "platform not verified: no node matches the pod's scheduling constraints",
             format!(
                 "no node currently matches the nodeSelector, affinity and tolerations of this pod, and \
@@ -272,7 +272,7 @@ fn pool_finding(
     if running.is_empty() && wrong_build {
         let builds: Vec<String> = failing.iter().map(|pool| pool.platform.os_version.clone()).collect();
         return Some(subject.finding(
-            Code::Pg303,
+            Code::WindowsVersionMismatch,
             format!("Windows build mismatch: image {} vs nodes {}", list(images), builds.join(", ")),
             format!(
                 "{} is a Windows image for {} but the candidate nodes run Windows build {}: \
@@ -290,7 +290,7 @@ fn pool_finding(
     }
     if running.is_empty() {
         return Some(subject.finding(
-            Code::Pg301,
+            Code::NoRunnablePlatform,
             format!("built for {}, nodes are {}", list(images), describe_platforms(&failing)),
             format!(
                 "{} is built for {} but every node this pod can be scheduled on runs another platform: \
@@ -313,7 +313,7 @@ fn pool_finding(
         // A DaemonSet puts a pod on every node it selects and tolerates: those that cannot run
         // the image will fail, whatever the scheduler does.
         return Some(subject.finding_with(
-            Code::Pg302,
+            Code::SomeNodesCannotRun,
             Severity::Error,
             format!(
                 "will fail on {}: built for {}",
@@ -333,7 +333,7 @@ fn pool_finding(
         ));
     }
     Some(subject.finding(
-        Code::Pg302,
+        Code::SomeNodesCannotRun,
         format!(
             "only some nodes can run it: fine on {}",
             running.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -421,17 +421,21 @@ mod tests {
         let win2022 = pools(&[("win", "windows/amd64", "10.0.20348")]);
         let win2019_nodes = pools(&[("win", "windows/amd64", "10.0.17763")]);
         let cases = [
-            (&arm, &amd, vec![Code::Pg301]),
+            (&arm, &amd, vec![Code::NoRunnablePlatform]),
             (&multi, &amd, vec![]),
-            (&arm, &mixed, vec![Code::Pg302]),
+            (&arm, &mixed, vec![Code::SomeNodesCannotRun]),
             (&multi, &mixed, vec![]),
-            (&win2019, &win2022, vec![Code::Pg303]),
+            (&win2019, &win2022, vec![Code::WindowsVersionMismatch]),
             (&win2019, &win2019_nodes, vec![]),
-            (&win2019, &amd, vec![Code::Pg301]),
-            (&arm, &NodeTargets::Selector(Platform::parse("linux/amd64").unwrap()), vec![Code::Pg301]),
+            (&win2019, &amd, vec![Code::NoRunnablePlatform]),
+            (
+                &arm,
+                &NodeTargets::Selector(Platform::parse("linux/amd64").unwrap()),
+                vec![Code::NoRunnablePlatform],
+            ),
             (&arm, &NodeTargets::Selector(Platform::parse("linux/arm64").unwrap()), vec![]),
-            (&arm, &NodeTargets::Unknown("no cluster".into()), vec![Code::Pg300]),
-            (&arm, &NodeTargets::Pools(vec![]), vec![Code::Pg300]),
+            (&arm, &NodeTargets::Unknown("no cluster".into()), vec![Code::PlatformNotVerified]),
+            (&arm, &NodeTargets::Pools(vec![]), vec![Code::PlatformNotVerified]),
             (&facts(&[]), &amd, vec![]),
         ];
         for (facts, targets, expected) in cases {
@@ -464,10 +468,10 @@ mod tests {
         let subject = Subject { container: "c", image: "i", volume: false };
         let mixed = pools(&[("general", "linux/amd64", ""), ("graviton", "linux/arm64", "")]);
         let finding = &platform_findings(subject, &arm, &mixed, Placement::Scheduled)[0];
-        assert_eq!((finding.code, finding.severity), (Code::Pg302, Severity::Warning));
+        assert_eq!((finding.code, finding.severity), (Code::SomeNodesCannotRun, Severity::Warning));
         // A DaemonSet lands on every pool: the amd64 one certainly fails.
         let daemonset = &platform_findings(subject, &arm, &mixed, Placement::EveryNode)[0];
-        assert_eq!((daemonset.code, daemonset.severity), (Code::Pg302, Severity::Error));
+        assert_eq!((daemonset.code, daemonset.severity), (Code::SomeNodesCannotRun, Severity::Error));
         assert!(daemonset.summary.contains("will fail on general"), "{}", daemonset.summary);
         assert!(finding.message.contains("general (linux/amd64"), "{}", finding.message);
         assert!(finding.message.contains("kubernetes.io/arch: arm64"), "{}", finding.message);

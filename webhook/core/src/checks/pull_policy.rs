@@ -20,7 +20,7 @@ pub fn never_pulled(
     match targets.and_then(|targets| targets.held_everywhere(&image.node_image_key())) {
         Some(true) => None,
         Some(false) => Some(subject.finding(
-            Code::Pg105,
+            Code::NeverPulledNotOnEveryNode,
             format!(
                 "imagePullPolicy Never: {shown} is not listed on every node the pod can land on \
                  (ErrImageNeverPull where it is missing)"
@@ -34,7 +34,7 @@ pub fn never_pulled(
             ),
         )),
         None => Some(subject.finding_with(
-            Code::Pg105,
+            Code::NeverPulledNotOnEveryNode,
             Severity::Info,
             format!("imagePullPolicy Never: {shown} not looked up"),
             format!(
@@ -54,7 +54,7 @@ pub fn held_on_every_node(subject: Subject<'_>, image: &ImageRef, lookup: Vec<Fi
         .into_iter()
         .map(|finding| {
             subject.finding(
-                Code::Pg104,
+                Code::HeldOnEveryNode,
                 format!(
                     "{} ({}); every node the pod can land on already holds {shown}",
                     finding.summary, finding.code
@@ -104,24 +104,31 @@ mod tests {
             never_pulled(subject, &image, targets).map(|f| (f.code, f.severity))
         };
         assert_eq!(code(Some(&targets(&[&[&key], &[&key, "other"]]))), None);
-        assert_eq!(code(Some(&targets(&[&[&key], &["other"]]))), Some((Code::Pg105, Severity::Warning)));
+        assert_eq!(
+            code(Some(&targets(&[&[&key], &["other"]]))),
+            Some((Code::NeverPulledNotOnEveryNode, Severity::Warning))
+        );
         assert_eq!(
             code(Some(&NodeTargets::Unknown("no cluster".into()))),
-            Some((Code::Pg105, Severity::Info))
+            Some((Code::NeverPulledNotOnEveryNode, Severity::Info))
         );
-        assert_eq!(code(None), Some((Code::Pg105, Severity::Info)));
+        assert_eq!(code(None), Some((Code::NeverPulledNotOnEveryNode, Severity::Info)));
         let stand_in = NodeTargets::from_platforms(&[Platform::new("linux", "amd64", "")]);
-        assert_eq!(code(Some(&stand_in)), Some((Code::Pg105, Severity::Info)), "--platform knows no node");
+        assert_eq!(
+            code(Some(&stand_in)),
+            Some((Code::NeverPulledNotOnEveryNode, Severity::Info)),
+            "--platform knows no node"
+        );
     }
 
     #[test]
     fn held_images_turn_registry_answers_into_warnings() {
         let subject = Subject { container: "app", image: "app:v1", volume: false };
         let image = ImageRef::parse("registry.local/app:v1").unwrap();
-        let missing = subject.finding(Code::Pg101, "tag v1 not found", "the tag does not exist");
+        let missing = subject.finding(Code::TagNotFound, "tag v1 not found", "the tag does not exist");
         let held = held_on_every_node(subject, &image, vec![missing]);
         assert_eq!(held.len(), 1);
-        assert_eq!((held[0].code, held[0].severity), (Code::Pg104, Severity::Warning));
+        assert_eq!((held[0].code, held[0].severity), (Code::HeldOnEveryNode, Severity::Warning));
         assert!(
             held[0].message.contains("PG101") && held[0].message.contains("new node"),
             "{}",

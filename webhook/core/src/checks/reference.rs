@@ -9,7 +9,7 @@ use crate::{
 pub fn reference_findings(subject: Subject<'_>, parsed: &Result<ImageRef, ReferenceError>) -> Vec<Finding> {
     match parsed {
         Err(error) => vec![subject.finding(
-            Code::Pg100,
+            Code::InvalidReference,
             format!("invalid image reference: {error}"),
             format!(
                 "image reference {:?} is not valid: {error}. The kubelet refuses it with InvalidImageName \
@@ -32,7 +32,7 @@ fn mutable_tag(subject: Subject<'_>, image: &ImageRef) -> Option<Finding> {
         Some(_) => return None,
     };
     Some(subject.finding(
-        Code::Pg601,
+        Code::MutableTag,
         format!("mutable tag: {} {why}", image.normalized()),
         format!(
             "image {} {why}, which moves with every push: nodes cache whatever they pulled first, so \
@@ -56,11 +56,11 @@ mod tests {
     #[test]
     fn table() {
         let cases: &[(&str, &[Code])] = &[
-            ("Docker.io/Library/Nginx", &[Code::Pg100]),
-            ("nginx:", &[Code::Pg100]),
-            ("", &[Code::Pg100]),
-            ("nginx", &[Code::Pg601]),
-            ("nginx:latest", &[Code::Pg601]),
+            ("Docker.io/Library/Nginx", &[Code::InvalidReference]),
+            ("nginx:", &[Code::InvalidReference]),
+            ("", &[Code::InvalidReference]),
+            ("nginx", &[Code::MutableTag]),
+            ("nginx:latest", &[Code::MutableTag]),
             ("nginx:1.25", &[]),
             ("nginx:latest@sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945", &[]),
             (

@@ -3,7 +3,7 @@
 //! authentication (`auth`), backoff (`backoff`), the classification of failures (`failure`) and
 //! the tag list (`tags`).
 //!
-//! Why not oci-client's `Client` here (see `../shared/CRATE-NOTES.md` beside the repository): it
+//! Why not oci-client's `Client` here (the README's "Why a request layer of its own"): it
 //! hides response headers (`Docker-Content-Digest`, `Content-Type`, `Retry-After` are what tell a
 //! schema 1 manifest, a rate limit or a lying registry apart), it fails on signed schema 1
 //! manifests instead of letting us report them, and it keeps the first credentials it sees per
