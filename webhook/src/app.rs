@@ -9,6 +9,7 @@ use std::sync::{
 };
 
 use axum::Router;
+use pullguard_core::{config::Config, credentials::Keyring};
 use tracing::info;
 
 use crate::{
@@ -19,7 +20,6 @@ use crate::{
     registry::{Registry, TransportBuildError},
     server,
 };
-use pullguard_core::{config::Config, credentials::Keyring};
 
 /// What every command decides with.
 pub struct Engine {

@@ -4,26 +4,24 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use serde::Serialize;
-use tokio::time::Instant;
-
-use crate::registry::Registry;
 use pullguard_core::{
     checks::{self, CredentialUse, NodeTargets, Placement, Subject},
     config::Config,
     credentials::{Credential, Keyring},
+    facts::ImageFacts,
     finding::{Code, Finding},
+    lookup::LookupError,
     pod_credentials::PodCredentials,
     reference::{
         ImageRef,
         memo::{Parsed, ReferenceMemo},
     },
-};
-use pullguard_core::{
-    facts::ImageFacts,
-    lookup::LookupError,
     workload::{ContainerImage, ContainerKind, PullPolicy},
 };
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::registry::Registry;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CredentialReport {

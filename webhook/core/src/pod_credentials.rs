@@ -257,4 +257,217 @@ mod tests {
             "a template's SA is unknown"
         );
     }
+
+    /// Secrets and service accounts as a table, and which reads the code asked to forget.
+    #[derive(Default)]
+    struct Table {
+        secrets: std::collections::BTreeMap<&'static str, SecretRead>,
+        accounts: std::collections::BTreeMap<&'static str, AccountRead>,
+        forgotten: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl PullSecretSource for Table {
+        async fn secret(&self, _namespace: &str, name: &str) -> SecretRead {
+            self.secrets.get(name).cloned().unwrap_or(SecretRead::Missing)
+        }
+        async fn service_account(&self, _namespace: &str, name: &str) -> AccountRead {
+            self.accounts.get(name).cloned().unwrap_or(AccountRead::Missing)
+        }
+        async fn forget(&self, _namespace: &str, secrets: &[String], account: Option<&str>) {
+            let mut forgotten = self.forgotten.lock().unwrap();
+            forgotten.extend(secrets.iter().map(|name| format!("secret {name}")));
+            forgotten.extend(account.map(|name| format!("account {name}")));
+        }
+    }
+
+    fn table() -> Table {
+        let mut ring = Keyring::default();
+        ring.add("r.example", Credential::new("u", "p"));
+        let mut table = Table::default();
+        table.secrets.insert("good", SecretRead::Usable(ring));
+        table
+            .secrets
+            .insert("opaque", SecretRead::Malformed(SecretProblem::WrongType { found: "Opaque".into() }));
+        table.secrets.insert("forbidden", SecretRead::Unreadable("Forbidden (403)".into()));
+        table.accounts.insert("default", AccountRead::Found(vec!["good".into()]));
+        table.accounts.insert("builder", AccountRead::Found(vec!["gone".into(), "opaque".into()]));
+        table.accounts.insert("locked", AccountRead::Unreadable("Forbidden (403)".into()));
+        table
+    }
+
+    fn spec(secrets: &[&str], account: Option<&str>) -> PodSpec {
+        PodSpec {
+            image_pull_secrets: Some(
+                secrets
+                    .iter()
+                    .map(|name| k8s_openapi::api::core::v1::LocalObjectReference { name: name.to_string() })
+                    .collect(),
+            ),
+            service_account_name: account.map(String::from),
+            ..PodSpec::default()
+        }
+    }
+
+    /// Each row: what the pod names, Pod or template, and what the kubelet will have to pull with.
+    #[test]
+    fn credentials_as_the_kubelet_assembles_them() {
+        struct Row {
+            what: &'static str,
+            secrets: &'static [&'static str],
+            account: Option<&'static str>,
+            is_pod: bool,
+            origin: &'static str,
+            usable: usize,
+            missing: &'static [&'static str],
+            malformed: &'static [&'static str],
+            unreadable: bool,
+            account_missing: bool,
+        }
+        let rows = [
+            Row {
+                what: "a pod naming a good secret",
+                secrets: &["good"],
+                account: None,
+                is_pod: true,
+                origin: "the pod",
+                usable: 1,
+                missing: &[],
+                malformed: &[],
+                unreadable: false,
+                account_missing: false,
+            },
+            Row {
+                what: "a pod naming what is not there",
+                secrets: &["gone", "opaque"],
+                account: None,
+                is_pod: true,
+                origin: "the pod",
+                usable: 0,
+                missing: &["gone"],
+                malformed: &["opaque"],
+                unreadable: false,
+                account_missing: false,
+            },
+            Row {
+                what: "a secret that cannot be read is unknown, never missing",
+                secrets: &["forbidden"],
+                account: None,
+                is_pod: true,
+                origin: "the pod",
+                usable: 0,
+                missing: &[],
+                malformed: &[],
+                unreadable: true,
+                account_missing: false,
+            },
+            Row {
+                what: "a pod naming none: the API server merged its account's already",
+                secrets: &[],
+                account: Some("builder"),
+                is_pod: true,
+                origin: "the pod",
+                usable: 0,
+                missing: &[],
+                malformed: &[],
+                unreadable: false,
+                account_missing: false,
+            },
+            Row {
+                what: "a template naming none uses its account's",
+                secrets: &[],
+                account: None,
+                is_pod: false,
+                origin: "service account default",
+                usable: 1,
+                missing: &[],
+                malformed: &[],
+                unreadable: false,
+                account_missing: false,
+            },
+            Row {
+                what: "a template's account lends what is not there",
+                secrets: &[],
+                account: Some("builder"),
+                is_pod: false,
+                origin: "service account builder",
+                usable: 0,
+                missing: &["gone"],
+                malformed: &["opaque"],
+                unreadable: false,
+                account_missing: false,
+            },
+            Row {
+                what: "a template whose account does not exist yet",
+                secrets: &[],
+                account: Some("later"),
+                is_pod: false,
+                origin: "service account later",
+                usable: 0,
+                missing: &[],
+                malformed: &[],
+                unreadable: false,
+                account_missing: true,
+            },
+            Row {
+                what: "a template whose account cannot be read",
+                secrets: &[],
+                account: Some("locked"),
+                is_pod: false,
+                origin: "service account locked",
+                usable: 0,
+                missing: &[],
+                malformed: &[],
+                unreadable: true,
+                account_missing: false,
+            },
+            Row {
+                what: "a template naming secrets does not use its account's",
+                secrets: &["good"],
+                account: Some("builder"),
+                is_pod: false,
+                origin: "the pod",
+                usable: 1,
+                missing: &[],
+                malformed: &[],
+                unreadable: false,
+                account_missing: false,
+            },
+        ];
+        let table = table();
+        for row in rows {
+            let read = futures::executor::block_on(PodCredentials::read(
+                &table,
+                "shop",
+                &spec(row.secrets, row.account),
+                row.is_pod,
+            ));
+            let malformed: Vec<&str> = read.malformed.iter().map(|(name, _)| name.as_str()).collect();
+            assert_eq!(read.origin, row.origin, "{}", row.what);
+            assert_eq!(
+                read.keyring.lookup(&ImageRef::parse("r.example/app:v1").unwrap()).len(),
+                row.usable,
+                "{}",
+                row.what
+            );
+            assert_eq!(read.missing, row.missing, "{}", row.what);
+            assert_eq!(malformed, row.malformed, "{}", row.what);
+            assert_eq!(read.unreadable.is_some(), row.unreadable, "{}", row.what);
+            assert_eq!(read.account_missing, row.account_missing, "{}", row.what);
+            assert_eq!(read.template, !row.is_pod, "{}", row.what);
+        }
+    }
+
+    /// What a denial rests on is read again: the account first, then the secrets it names now.
+    #[test]
+    fn fresh_reads_forget_the_account_then_its_secrets() {
+        let table = table();
+        let read = futures::executor::block_on(PodCredentials::read_fresh(
+            &table,
+            "shop",
+            &spec(&[], Some("builder")),
+            false,
+        ));
+        assert_eq!(read.missing, ["gone"]);
+        assert_eq!(*table.forgotten.lock().unwrap(), ["account builder", "secret gone", "secret opaque"]);
+    }
 }

@@ -7,30 +7,29 @@ pub mod timeout;
 
 use std::{borrow::Cow, sync::Arc};
 
-use kube::core::{Status, admission::Operation};
-use tokio::time::Instant;
-use tracing::{info, warn};
-
-pub use self::review::{ObjectJson, ReviewAnswer, ReviewError, ReviewRequest};
 use k8s_openapi::api::core::v1::PodSpec;
-use pullguard_core::node_targets::TargetsMemo;
-use pullguard_core::workload::{
-    ContainerImage, ObjectMetadata, WorkloadKind, changed_containers, containers, pull_inputs_changed,
-};
-
-use crate::{
-    cluster::{ClusterState, NamespaceMode},
-    inspect::{InspectOptions, Inspector, PodContext},
-    metrics::{AdmissionLabels, FindingLabels, Metrics},
-};
+use kube::core::{Status, admission::Operation};
 use pullguard_core::{
     checks::{NodeTargets, Placement},
     config::{MODE_KEY, Mode},
     credentials::Keyring,
     finding::{Finding, Severity},
+    node_targets::TargetsMemo,
     pod_credentials::{PodCredentials, add_secret_hints},
     reference::ImageRef,
     verdict::{self, Verdict},
+    workload::{
+        ContainerImage, ObjectMetadata, WorkloadKind, changed_containers, containers, pull_inputs_changed,
+    },
+};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+pub use self::review::{ObjectJson, ReviewAnswer, ReviewError, ReviewRequest};
+use crate::{
+    cluster::{ClusterState, NamespaceMode},
+    inspect::{InspectOptions, Inspector, PodContext},
+    metrics::{AdmissionLabels, FindingLabels, Metrics},
 };
 
 /// At most this long is spent reading pull secrets and service accounts for one admission.

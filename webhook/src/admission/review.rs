@@ -11,10 +11,9 @@ use std::{borrow::Cow, collections::BTreeMap};
 
 use k8s_openapi::api::core::v1::PodSpec;
 use kube::core::{GroupVersionKind, Status, admission::Operation};
+use pullguard_core::workload::{ObjectFields, ObjectMetadata, ReadObject, WorkloadError, WorkloadKind};
 use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_json::value::RawValue;
-
-use pullguard_core::workload::{ObjectFields, ObjectMetadata, ReadObject, WorkloadError, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";

@@ -17,6 +17,14 @@ use k8s_openapi::api::{
     core::v1::{Node, Pod, ReplicationController},
 };
 use kube::{Api, api::ListParams};
+use pullguard_core::{
+    checks::{NodeTargets, Placement},
+    config::Config,
+    nodes::node_facts,
+    pod_credentials::PodCredentials,
+    scheduling::NodeFacts,
+    workload::{WorkloadKind, containers},
+};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -29,16 +37,6 @@ use crate::{
     app::Engine,
     cluster::{self, PullSecretReader},
     inspect::{InspectOptions, PodContext},
-};
-use pullguard_core::{
-    checks::{NodeTargets, Placement},
-    config::Config,
-    pod_credentials::PodCredentials,
-    scheduling::NodeFacts,
-};
-use pullguard_core::{
-    nodes::node_facts,
-    workload::{WorkloadKind, containers},
 };
 
 #[derive(Debug, Clone, clap::Args)]

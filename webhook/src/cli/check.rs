@@ -4,6 +4,15 @@ use std::path::PathBuf;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Node, PodSpec};
+use pullguard_core::{
+    checks::{NodeTargets, Placement},
+    config::Config,
+    nodes::node_facts,
+    platform::Platform,
+    pod_credentials::PodCredentials,
+    scheduling::NodeFacts,
+    workload::{ContainerImage, ContainerKind, WorkloadKind},
+};
 use tokio::time::Instant;
 
 use super::{
@@ -14,17 +23,6 @@ use crate::{
     app::Engine,
     cluster::{self, PullSecretReader},
     inspect::{InspectOptions, PodContext},
-};
-use pullguard_core::{
-    checks::{NodeTargets, Placement},
-    config::Config,
-    platform::Platform,
-    pod_credentials::PodCredentials,
-    scheduling::NodeFacts,
-};
-use pullguard_core::{
-    nodes::node_facts,
-    workload::{ContainerImage, ContainerKind, WorkloadKind},
 };
 
 #[derive(Debug, Clone, clap::Args)]

@@ -4,12 +4,12 @@
 use std::{collections::BTreeMap, io::Read, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-
 use k8s_openapi::api::core::v1::PodSpec;
+use pullguard_core::{
+    credentials::{Keyring, SecretProblem, keyring_from_secret},
+    workload::{ContainerImage, WorkloadKind, containers},
+};
 use serde_json::Value;
-
-use pullguard_core::credentials::{Keyring, SecretProblem, keyring_from_secret};
-use pullguard_core::workload::{ContainerImage, WorkloadKind, containers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

@@ -11,11 +11,10 @@ mod serve;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
-pub use self::{audit::AuditArgs, check::CheckArgs, serve::ServeArgs};
 use pullguard_core::credentials::Keyring;
 
 pub use self::overrides::Overrides;
+pub use self::{audit::AuditArgs, check::CheckArgs, serve::ServeArgs};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,11 +4,11 @@
 use std::{collections::BTreeMap, io::Write, path::PathBuf};
 
 use clap::ValueEnum;
+use pullguard_core::finding::{Finding, Severity};
 use serde::Serialize;
 
 use super::CliError;
 use crate::inspect::{ImageReport, Inspection};
-use pullguard_core::finding::{Finding, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
+use pullguard_core::config::Config;
 use tracing::info;
 
 use super::{CliError, load_keyring};
@@ -14,7 +15,6 @@ use crate::{
         tls::{self, CertStore},
     },
 };
-use pullguard_core::config::Config;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {

@@ -9,9 +9,8 @@ use kube::{
     Api, ResourceExt,
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
-use tracing::warn;
-
 use pullguard_core::config::{MODE_KEY, Mode};
+use tracing::warn;
 
 #[derive(Clone)]
 pub struct NamespaceModes {

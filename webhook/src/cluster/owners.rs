@@ -12,7 +12,6 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::CronJob;
 use kube::Api;
 use moka::future::Cache;
-
 use pullguard_core::config::MODE_KEY;
 
 /// A changed annotation is seen within this long.

@@ -12,7 +12,6 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{Api, api::ListParams};
 use moka::{Expiry, future::Cache};
-
 use pullguard_core::{
     credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, Keyring, keyring_from_secret},
     pod_credentials::{AccountRead, PullSecretSource, SecretRead},

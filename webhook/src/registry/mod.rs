@@ -33,8 +33,6 @@ use moka::{
     future::Cache,
     ops::compute::{CompResult, Op},
 };
-use sha2::{Digest, Sha256};
-
 use pullguard_core::{
     config::Config,
     credentials::Credential,
@@ -43,6 +41,7 @@ use pullguard_core::{
     manifest::{self, ConfigPlatform, ImagePlatform},
     reference::ImageRef,
 };
+use sha2::{Digest, Sha256};
 
 pub use self::transport::{Endpoint, Transport, TransportBuildError};
 use crate::metrics::Metrics;
