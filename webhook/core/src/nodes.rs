@@ -1,9 +1,9 @@
-//! The node inventory: what a watch on Nodes says, folded into the facts scheduling and platform
-//! checks read (labels, taints, platform, the images a node holds). Kubelet heartbeats modify
-//! Nodes every few seconds without touching any of that, so [`Inventory::apply`] says whether the
-//! reduced facts changed, and only then is a new snapshot published.
+//! The node inventory: Nodes reduced to the facts scheduling and platform checks read (labels,
+//! taints, platform, the images a node holds). Kubelet heartbeats modify Nodes every few seconds
+//! without touching any of that, so a watch's events fold into [`Inventory`] as facts, and only a
+//! change of facts publishes a new snapshot.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
@@ -11,68 +11,17 @@ use crate::{
     platform::Platform,
     reference::ImageRef,
     scheduling::{ARCH_LABEL, NodeFacts, OS_LABEL, WINDOWS_BUILD_LABEL},
+    watched::Watched,
 };
 
-/// One step of a watch on Nodes, in the watch's own order: a (re)list is `RelistStarted`, a
-/// `Listed` per node, then `RelistDone`; changes between lists are `Applied` and `Deleted`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NodeEvent {
-    RelistStarted,
-    Listed(NodeFacts),
-    RelistDone,
-    Applied(NodeFacts),
-    Deleted(String),
-}
+/// The nodes, folded from a watch on Nodes.
+pub type Inventory = Watched<NodeFacts>;
 
-/// The nodes as the last complete list and the changes since describe them.
-#[derive(Debug, Default)]
-pub struct Inventory {
-    nodes: HashMap<String, NodeFacts>,
-    /// Nodes of a list in progress: they replace `nodes` only once the list is complete, so a
-    /// relist never shows a half-empty cluster.
-    relisting: Option<HashMap<String, NodeFacts>>,
-    synced: bool,
-}
-
-impl Inventory {
-    /// Folds one event in; true when the facts the checks read have changed.
-    pub fn apply(&mut self, event: NodeEvent) -> bool {
-        match event {
-            NodeEvent::RelistStarted => {
-                self.relisting = Some(HashMap::new());
-                false
-            }
-            NodeEvent::Listed(facts) => {
-                self.relisting.get_or_insert_with(HashMap::new).insert(facts.name.clone(), facts);
-                false
-            }
-            NodeEvent::RelistDone => {
-                let listed = self.relisting.take().unwrap_or_default();
-                let changed = !self.synced || listed != self.nodes;
-                self.nodes = listed;
-                self.synced = true;
-                changed
-            }
-            NodeEvent::Applied(facts) => {
-                let unchanged = self.nodes.get(&facts.name) == Some(&facts);
-                self.nodes.insert(facts.name.clone(), facts);
-                !unchanged
-            }
-            NodeEvent::Deleted(name) => self.nodes.remove(&name).is_some(),
-        }
-    }
-
-    /// True once a first complete list has been folded in.
-    pub fn is_synced(&self) -> bool {
-        self.synced
-    }
-
-    /// The nodes, by name: what admissions read until the next change.
-    pub fn snapshot(&self) -> Arc<[NodeFacts]> {
-        let mut list: Vec<NodeFacts> = self.nodes.values().cloned().collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        Arc::from(list)
-    }
+/// The nodes, by name: what admissions read until the next change.
+pub fn snapshot(inventory: &Inventory) -> Arc<[NodeFacts]> {
+    let mut list: Vec<NodeFacts> = inventory.values().cloned().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Arc::from(list)
 }
 
 /// Labels first (what the scheduler matches), `status.nodeInfo` as the fallback.
@@ -153,52 +102,19 @@ mod tests {
         )
     }
 
-    fn names(inventory: &Inventory) -> Vec<String> {
-        inventory.snapshot().iter().map(|node| format!("{}:{}", node.name, node.platform)).collect()
-    }
-
-    /// Each row: an event, whether it changes what admissions read, and the nodes afterwards.
+    /// A heartbeat changes nothing the checks read; a relabelled node does.
     #[test]
-    fn watch_events_fold_into_the_inventory() {
+    fn node_facts_fold_into_a_sorted_snapshot() {
+        use crate::watched::WatchEvent::*;
         let mut inventory = Inventory::default();
-        let steps: Vec<(NodeEvent, bool, &[&str])> = vec![
-            (NodeEvent::RelistStarted, false, &[]),
-            (NodeEvent::Listed(node("a", "amd64")), false, &[]),
-            (NodeEvent::Listed(node("b", "arm64")), false, &[]),
-            (NodeEvent::RelistDone, true, &["a:linux/amd64", "b:linux/arm64"]),
-            // A heartbeat: the node's facts are the same.
-            (NodeEvent::Applied(node("a", "amd64")), false, &["a:linux/amd64", "b:linux/arm64"]),
-            (NodeEvent::Applied(node("a", "arm64")), true, &["a:linux/arm64", "b:linux/arm64"]),
-            (
-                NodeEvent::Applied(node("c", "amd64")),
-                true,
-                &["a:linux/arm64", "b:linux/arm64", "c:linux/amd64"],
-            ),
-            (NodeEvent::Deleted("b".into()), true, &["a:linux/arm64", "c:linux/amd64"]),
-            (NodeEvent::Deleted("b".into()), false, &["a:linux/arm64", "c:linux/amd64"]),
-            // A relist (after a dropped watch) shows the old nodes until it is complete, then
-            // only what it listed: a node deleted while the watch was down is gone.
-            (NodeEvent::RelistStarted, false, &["a:linux/arm64", "c:linux/amd64"]),
-            (NodeEvent::Listed(node("a", "arm64")), false, &["a:linux/arm64", "c:linux/amd64"]),
-            (NodeEvent::RelistDone, true, &["a:linux/arm64"]),
-            (NodeEvent::RelistStarted, false, &["a:linux/arm64"]),
-            (NodeEvent::Listed(node("a", "arm64")), false, &["a:linux/arm64"]),
-            (NodeEvent::RelistDone, false, &["a:linux/arm64"]),
-        ];
-        assert!(!inventory.is_synced());
-        for (row, (event, changes, after)) in steps.into_iter().enumerate() {
-            let description = format!("row {row}: {event:?}");
-            assert_eq!(inventory.apply(event), changes, "{description}");
-            assert_eq!(names(&inventory), after, "{description}");
-        }
-        assert!(inventory.is_synced());
-    }
-
-    #[test]
-    fn an_empty_first_list_is_a_change_and_syncs() {
-        let mut inventory = Inventory::default();
-        assert!(!inventory.apply(NodeEvent::RelistStarted));
-        assert!(inventory.apply(NodeEvent::RelistDone), "the first list is published even when empty");
-        assert!(inventory.is_synced() && inventory.snapshot().is_empty());
+        inventory.apply(RelistStarted);
+        inventory.apply(Listed("b".into(), node("b", "arm64")));
+        inventory.apply(Listed("a".into(), node("a", "amd64")));
+        assert!(inventory.apply(RelistDone));
+        let names: Vec<String> = snapshot(&inventory).iter().map(|node| node.name.clone()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(!inventory.apply(Applied("a".into(), node("a", "amd64"))));
+        assert!(inventory.apply(Applied("a".into(), node("a", "arm64"))));
+        assert_eq!(snapshot(&inventory)[0].platform.to_string(), "linux/arm64");
     }
 }

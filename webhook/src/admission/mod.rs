@@ -14,6 +14,7 @@ use pullguard_core::{
     config::{MODE_KEY, Mode},
     credentials::Keyring,
     finding::{Finding, Severity},
+    namespaces::NamespaceMode,
     node_targets::TargetsMemo,
     pod_credentials::{PodCredentials, add_secret_hints},
     reference::ImageRef,
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 
 pub use self::review::{ObjectJson, ReviewAnswer, ReviewError, ReviewRequest};
 use crate::{
-    cluster::{ClusterState, NamespaceMode},
+    cluster::ClusterState,
     inspect::{InspectOptions, Inspector, PodContext},
     metrics::{AdmissionLabels, FindingLabels, Metrics},
 };

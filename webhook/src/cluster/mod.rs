@@ -6,13 +6,14 @@ mod namespaces;
 mod nodes;
 mod owners;
 mod secrets;
+mod watch;
 
 use std::path::Path;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use self::{
-    namespaces::{NamespaceMode, NamespaceModes},
+    namespaces::NamespaceModes,
     nodes::NodeInventory,
     owners::OwnerModes,
     secrets::{Listing, PullSecretReader},
