@@ -7,18 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
-command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
-command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-  echo "bench/run.sh: installing ${need_apt[*]}" >&2
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  # The registry package's own service would take :5000; the benchmark starts its registries itself.
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+. tests/packages.sh
+install_missing bench/run.sh h2load:nghttp2-client skopeo:skopeo docker-registry:docker-registry
 
 # The warm part reads a real kube-apiserver, as pullguard does when deployed.
 . tests/envtest.sh

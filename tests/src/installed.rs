@@ -434,3 +434,22 @@ async fn start_server(
     }
     Err(last_error.unwrap_or_else(|| anyhow!("pullguard serve did not start")))
 }
+
+/// In a test of the `pullguard` package: this binary's installation with `options`, or return
+/// from the test (the skip was announced on stderr). A macro, because the path of the
+/// `pullguard` binary (`CARGO_BIN_EXE_pullguard`) is known only where the test is compiled.
+#[macro_export]
+macro_rules! installed_or_skip {
+    ($options:expr) => {
+        match $crate::installed::Installed::shared(
+            std::path::Path::new(env!("CARGO_BIN_EXE_pullguard")),
+            $options,
+        )
+        .await
+        .expect("starting the control plane and installing pullguard")
+        {
+            Some(installed) => installed,
+            None => return,
+        }
+    };
+}

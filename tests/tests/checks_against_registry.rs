@@ -8,22 +8,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::{codes, inspect, inspector, inspector_with};
-use pullguard::inspect::{InspectOptions, PodContext};
-use pullguard_core::{
-    checks::Placement,
-    config::{Config, HumanDuration, RegistryConfig},
-    credentials::Keyring,
-    finding::{Code, Severity},
-    pod_credentials::PodCredentials,
-    workload::{ContainerImage, ContainerKind},
-};
+use common::{codes, inspect, inspector, inspector_with, *};
 use pullguard_tests::{
-    registry::RegistryProcess,
     seed::{Auth, Format, ImageSpec, IndexEntry, LayerSpec, Seeder},
     webhook::{keyring_for, registry_settings},
 };
-use tokio::time::Instant;
+
+/// A plain registry holding `app:<tag>` (linux/amd64), its seeder, and a configuration naming it.
+async fn registry_with_app(tag: &str) -> (RegistryProcess, Seeder, Config) {
+    let registry = RegistryProcess::start_plain().await.expect("registry");
+    let seeder = Seeder::new(&registry).expect("seeder");
+    seeder.push_image("app", tag, &ImageSpec::linux("amd64")).await.unwrap();
+    let config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    (registry, seeder, config)
+}
 
 #[tokio::test]
 async fn plain_registry_table() {
@@ -126,10 +124,7 @@ async fn plain_registry_table() {
 
 #[tokio::test]
 async fn findings_are_regraded_and_silenced_by_config() {
-    let registry = RegistryProcess::start_plain().await.expect("registry");
-    let seeder = Seeder::new(&registry).expect("seeder");
-    seeder.push_image("app", "latest", &ImageSpec::linux("amd64")).await.unwrap();
-    let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    let (registry, _seeder, mut config) = registry_with_app("latest").await;
     config.findings.insert(Code::MutableTag, pullguard_core::config::Grade::Error);
     let strict = inspector_with(config.clone(), Keyring::default());
     let inspection = inspect(&strict, &format!("{}/app:latest", registry.host())).await;
@@ -228,10 +223,7 @@ async fn a_second_tag_of_known_content_reuses_its_facts() {
 
 #[tokio::test]
 async fn an_expired_tag_is_revalidated_with_a_head() {
-    let registry = RegistryProcess::start_plain().await.expect("registry");
-    let seeder = Seeder::new(&registry).expect("seeder");
-    seeder.push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
-    let mut config = Config { registries: vec![registry_settings(&registry)], ..Config::default() };
+    let (registry, seeder, mut config) = registry_with_app("v1").await;
     config.cache.tag_ttl = HumanDuration(Duration::from_millis(200));
     let inspector = inspector_with(config, Keyring::default());
     let image = format!("{}/app:v1", registry.host());

@@ -7,22 +7,11 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{codes, fake_config, inspect, inspector, inspector_with};
-use pullguard::inspect::{InspectOptions, PodContext};
-use pullguard_core::{
-    checks::Placement,
-    config::{Config, HumanDuration, RegistryConfig},
-    credentials::Keyring,
-    finding::{Code, Severity},
-    pod_credentials::PodCredentials,
-    workload::{ContainerImage, ContainerKind},
-};
+use common::{codes, fake_config, inspect, inspector, inspector_with, *};
 use pullguard_tests::{
     fake::{Behaviour, FakeRegistry, Route, closed_port},
-    registry::RegistryProcess,
     seed::{ImageSpec, Seeder},
 };
-use tokio::time::Instant;
 
 #[tokio::test]
 async fn transport_faults() {

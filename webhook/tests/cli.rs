@@ -94,12 +94,7 @@ async fn check_against_a_seeded_registry() {
     let octet = ImageSpec::linux("amd64").docker().with_config_media_type("application/octet-stream");
     seeder.push_image("octet", "v1", &octet).await.unwrap();
     let host = registry.host();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pullguard.yaml"),
-        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
-    )
-    .unwrap();
+    let dir = insecure_config_dir(&host);
     let check = |image: String| {
         let dir = dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
@@ -154,24 +149,9 @@ async fn check_against_a_seeded_registry() {
 
 #[tokio::test]
 async fn check_reports_the_credential_used_even_offline() {
-    let registry = RegistryProcess::start_tls_auth("robot", "s3cret-pass").await.unwrap();
-    let seeder = Seeder::new(&registry).unwrap();
-    seeder.push_image("private", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let (registry, dir, docker_config) = private_registry().await;
     let host = registry.host();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = registry.ca_path().unwrap().display().to_string();
-    std::fs::write(
-        dir.path().join("pullguard.yaml"),
-        format!("registries:\n  - host: \"{host}\"\n    caFile: {ca}\n"),
-    )
-    .unwrap();
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret-pass");
-    std::fs::write(
-        dir.path().join("docker.json"),
-        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("docker.json"), docker_config).unwrap();
     let image = format!("{host}/private:v1");
     let dir_path = dir.path().to_path_buf();
     let (online, offline, anonymous) = tokio::task::spawn_blocking(move || {
@@ -279,12 +259,7 @@ async fn check_compares_platforms_with_given_node_platforms() {
         [IndexEntry::image(ImageSpec::linux("amd64")), IndexEntry::image(ImageSpec::linux("arm64/v8"))];
     seeder.push_index("multi", "v1", &entries, Format::Oci).await.unwrap();
     let host = registry.host();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pullguard.yaml"),
-        format!("registries:\n  - host: \"{host}\"\n    insecure: true\n"),
-    )
-    .unwrap();
+    let dir = insecure_config_dir(&host);
     let dir_path = dir.path().to_path_buf();
     let outputs = tokio::task::spawn_blocking(move || {
         let check = |image: &str, platforms: &[&str]| {
@@ -319,20 +294,10 @@ async fn check_compares_platforms_with_given_node_platforms() {
 
 #[tokio::test]
 async fn check_uses_pull_secret_manifests() {
-    let registry = RegistryProcess::start_tls_auth("robot", "s3cret-pass").await.unwrap();
-    Seeder::new(&registry).unwrap().push_image("private", "v1", &ImageSpec::linux("amd64")).await.unwrap();
-    let host = registry.host();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = registry.ca_path().unwrap().display().to_string();
-    std::fs::write(
-        dir.path().join("pullguard.yaml"),
-        format!("registries:\n  - host: \"{host}\"\n    caFile: {ca}\n"),
-    )
-    .unwrap();
     use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret-pass");
-    let config = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&config);
+    let (registry, dir, docker_config) = private_registry().await;
+    let host = registry.host();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&docker_config);
     std::fs::write(
         dir.path().join("secret.yaml"),
         format!(
@@ -366,16 +331,42 @@ async fn check_uses_pull_secret_manifests() {
     assert_eq!(credential["key"], host);
     assert!(credential["source"].as_str().unwrap().contains("regcred"), "{credential}");
     let text = String::from_utf8_lossy(&output.stdout);
+    let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret-pass");
     assert!(!text.contains("s3cret-pass") && !text.contains(&auth));
+}
+
+/// A directory holding `pullguard.yaml` that names `host` as a plain-HTTP registry.
+fn insecure_config_dir(host: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("registries:\n  - host: \"{host}\"\n    insecure: true\n");
+    std::fs::write(dir.path().join("pullguard.yaml"), config).unwrap();
+    dir
+}
+
+/// A TLS registry with htpasswd auth holding `private:v1`, a directory with `pullguard.yaml`
+/// trusting its CA, and the docker config JSON of its credentials.
+async fn private_registry() -> (RegistryProcess, tempfile::TempDir, String) {
+    use base64::Engine;
+    let registry = RegistryProcess::start_tls_auth("robot", "s3cret-pass").await.unwrap();
+    Seeder::new(&registry).unwrap().push_image("private", "v1", &ImageSpec::linux("amd64")).await.unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = registry.ca_path().unwrap().display().to_string();
+    std::fs::write(
+        dir.path().join("pullguard.yaml"),
+        format!("registries:\n  - host: \"{host}\"\n    caFile: {ca}\n"),
+    )
+    .unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret-pass");
+    let docker_config = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    (registry, dir, docker_config)
 }
 
 /// A plain registry holding `app:v1`, and a directory with `pullguard.yaml` naming it.
 async fn registry_with_app_v1() -> (RegistryProcess, tempfile::TempDir) {
     let registry = RegistryProcess::start_plain().await.unwrap();
     Seeder::new(&registry).unwrap().push_image("app", "v1", &ImageSpec::linux("amd64")).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!("registries:\n  - host: \"{}\"\n    insecure: true\n", registry.host());
-    std::fs::write(dir.path().join("pullguard.yaml"), config).unwrap();
+    let dir = insecure_config_dir(&registry.host());
     (registry, dir)
 }
 
@@ -438,9 +429,7 @@ async fn check_compares_stated_variants_as_containerd_does() {
     seeder.push_image("neoverse", "v1", &ImageSpec::linux("arm64/v8.2")).await.unwrap();
     seeder.push_image("x86", "v3", &ImageSpec::linux("amd64/v3")).await.unwrap();
     let host = registry.host();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!("registries:\n  - host: \"{host}\"\n    insecure: true\n");
-    std::fs::write(dir.path().join("pullguard.yaml"), config).unwrap();
+    let dir = insecure_config_dir(&host);
     let dir_path = dir.path().to_path_buf();
     let codes_for = move |image: String, platform: &'static str| {
         let dir = dir_path.clone();

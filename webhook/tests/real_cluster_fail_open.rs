@@ -4,21 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::Path;
 use std::time::Duration;
 
-use pullguard_tests::{control_plane::Options, installed::Installed};
+use pullguard_tests::{control_plane::Options, installed_or_skip};
 use serde_json::json;
 
 #[tokio::test]
 async fn admissions_go_on_when_pullguard_is_killed() {
-    let Some(installed) =
-        Installed::shared(Path::new(env!("CARGO_BIN_EXE_pullguard")), Options { controller_manager: false })
-            .await
-            .unwrap()
-    else {
-        return;
-    };
+    let installed = installed_or_skip!(Options { controller_manager: false });
     let namespace = installed.control_plane.namespace("fail-open", &[]).await.unwrap();
     let pod = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},

@@ -6,23 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::Api;
-use pullguard_tests::{control_plane::Options, installed::Installed};
+use pullguard_tests::{control_plane::Options, installed_or_skip};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_stalled_registry_is_a_warning_within_the_api_servers_timeout() {
-    let Some(installed) =
-        Installed::shared(Path::new(env!("CARGO_BIN_EXE_pullguard")), Options { controller_manager: false })
-            .await
-            .unwrap()
-    else {
-        return;
-    };
+    let installed = installed_or_skip!(Options { controller_manager: false });
     let client = installed.control_plane.client().await.unwrap();
     let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client);
     let mut configuration = configurations.get("pullguard").await.unwrap();

@@ -1,24 +1,27 @@
-//! Shared by the test files that run pullguard's inspector against registries: an inspector
-//! built from settings, and a lookup of one image with its finding codes.
+//! Shared by the test files that run pullguard's inspector against registries: the vocabulary
+//! they both use (`use common::*`), an inspector built from settings, and a lookup of one image
+//! with its finding codes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // tests fail loudly by design; not every file uses every helper
 
 use std::sync::Arc;
 
+pub use pullguard::inspect::{InspectOptions, PodContext};
 use pullguard::{
-    inspect::{InspectOptions, Inspection, Inspector, PodContext},
+    inspect::{Inspection, Inspector},
     registry::Registry,
 };
-use pullguard_core::{
+pub use pullguard_core::{
     checks::Placement,
-    config::{Config, RegistryConfig},
+    config::{Config, HumanDuration, RegistryConfig},
     credentials::Keyring,
-    finding::Code,
+    finding::{Code, Severity},
     pod_credentials::PodCredentials,
     workload::{ContainerImage, ContainerKind},
 };
 use pullguard_tests::fake::FakeRegistry;
-use tokio::time::Instant;
+pub use pullguard_tests::registry::RegistryProcess;
+pub use tokio::time::Instant;
 
 pub fn inspector(registries: Vec<RegistryConfig>, keyring: Keyring) -> Inspector {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -137,14 +137,7 @@ fn write_github(out: &mut impl Write, inspections: &[Labelled], report: &Report<
             writeln!(out, "::{level} {}::{}", properties.join(","), escape_data(&finding.message))?;
         }
     }
-    writeln!(
-        out,
-        "{} error(s), {} warning(s), {} info(s) in {} image(s)",
-        report.summary.errors,
-        report.summary.warnings,
-        report.summary.infos,
-        report.images.len()
-    )
+    writeln!(out, "{}", tally(report))
 }
 
 fn write_text(out: &mut impl Write, report: &Report<'_>) -> std::io::Result<()> {
@@ -170,12 +163,17 @@ fn write_text(out: &mut impl Write, report: &Report<'_>) -> std::io::Result<()> 
             report.summary.by_code.iter().map(|(code, count)| format!("{code}: {count}")).collect();
         writeln!(out, "by code: {}", codes.join(", "))?;
     }
-    writeln!(
-        out,
+    writeln!(out, "{}", tally(report))
+}
+
+/// The last line of text and GitHub output: how many findings of each severity, in how many images.
+fn tally(report: &Report<'_>) -> String {
+    let summary = &report.summary;
+    format!(
         "{} error(s), {} warning(s), {} info(s) in {} image(s)",
-        report.summary.errors,
-        report.summary.warnings,
-        report.summary.infos,
+        summary.errors,
+        summary.warnings,
+        summary.infos,
         report.images.len()
     )
 }

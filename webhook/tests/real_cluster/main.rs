@@ -19,19 +19,10 @@ use pullguard_tests::{
 };
 use serde_json::{Value, json};
 
-async fn installed() -> Option<Installed> {
-    Installed::shared(Path::new(env!("CARGO_BIN_EXE_pullguard")), Options { controller_manager: true })
-        .await
-        .expect("starting the control plane and installing pullguard")
-}
-
-/// The installation, or return from the test (the skip was announced on stderr).
+/// The installation (with the controller manager), or return from the test.
 macro_rules! installed_or_skip {
     () => {
-        match installed().await {
-            Some(installed) => installed,
-            None => return,
-        }
+        pullguard_tests::installed_or_skip!(Options { controller_manager: true })
     };
 }
 
