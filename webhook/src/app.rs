@@ -54,7 +54,7 @@ impl App {
         App::build(config, keyring, None)
     }
 
-    /// With a cluster: reflectors start now and `ready` turns true when they have synced.
+    /// With a cluster: watches start now and `ready` turns true when they have synced.
     pub fn with_cluster(
         config: Config,
         keyring: Keyring,

@@ -1,5 +1,5 @@
 //! The Kubernetes API, when there is one: a client from `--kubeconfig`, the in-cluster service
-//! account, or `$KUBECONFIG`, and lean reflectors over what admissions need. Without a cluster
+//! account, or `$KUBECONFIG`, and lean watches over what admissions need. Without a cluster
 //! pullguard still serves; only the cluster-backed inputs are missing.
 
 mod namespaces;

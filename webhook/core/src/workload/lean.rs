@@ -357,7 +357,7 @@ fn mode_annotation<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
 }
 
 /// A map key compared in place, without allocating it.
-pub struct KeyIs(pub &'static str);
+struct KeyIs(&'static str);
 
 impl<'de> de::DeserializeSeed<'de> for KeyIs {
     type Value = bool;

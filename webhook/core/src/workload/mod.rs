@@ -11,7 +11,7 @@ pub use self::{
     containers::{
         ContainerImage, ContainerKind, PullPolicy, changed_containers, containers, pull_inputs_changed,
     },
-    lean::{Controller, KeyIs, ObjectFields, ObjectMetadata, ReadObject},
+    lean::{Controller, ObjectFields, ObjectMetadata, ReadObject},
 };
 
 #[derive(Debug, thiserror::Error)]
