@@ -80,3 +80,45 @@ pub fn build_client(
         .dns_resolver(Arc::new(GuardedResolver::new(addresses.clone())))
         .build()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use pullguard_core::config::Config;
+
+    use super::*;
+
+    fn build(ca_file: Option<&PathBuf>) -> Result<reqwest::Client, TransportBuildError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let addresses = Arc::new(AddressPolicy::from_config(&Config::default()));
+        build_client(ca_file, Duration::from_secs(1), &addresses)
+    }
+
+    /// A registry's CA file that cannot be used stops start-up with its path named.
+    #[test]
+    fn ca_files_are_read_or_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        assert!(
+            matches!(build(Some(&missing)), Err(TransportBuildError::ReadCa { path, .. }) if path == missing)
+        );
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        assert!(matches!(build(Some(&garbage)), Err(TransportBuildError::BadCa { path }) if path == garbage));
+        let ca = dir.path().join("ca.pem");
+        let material = crate::server::tls::self_signed(&["localhost".to_string()]).unwrap();
+        std::fs::write(&ca, material.ca_pem).unwrap();
+        assert!(build(Some(&ca)).is_ok());
+        assert!(build(None).is_ok());
+    }
+
+    fn response(body: &'static str) -> reqwest::Response {
+        reqwest::Response::from(http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_the_limit() {
+        assert_eq!(read_limited(response("12345"), 5).await.ok(), Some(b"12345".to_vec()));
+        assert!(matches!(read_limited(response("123456"), 5).await, Err(ReadError::TooLarge)));
+        assert_eq!(read_limited(response(""), 0).await.ok(), Some(Vec::new()));
+    }
+}
