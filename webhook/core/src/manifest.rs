@@ -125,15 +125,23 @@ pub enum Parsed {
     },
 }
 
-/// An OCI image index or Docker manifest list, as far as it is read.
+// The documents below declare every field of the OCI image spec that a runtime decodes, with
+// its type, though pullguard reads only some of them: a field of the wrong type makes the
+// runtime's decoding (and so the pull) fail, so it must fail here too. Fields starting with `_`
+// are decoded for that reason alone.
+
+/// An OCI image index or Docker manifest list.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IndexDocument {
     #[serde(rename = "schemaVersion")]
     _schema_version: u8,
+    #[serde(rename = "mediaType")]
+    _media_type: Option<String>,
     manifests: Vec<IndexEntryDocument>,
-    #[serde(default)]
     artifact_type: Option<String>,
+    #[serde(rename = "annotations")]
+    _annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -143,9 +151,7 @@ struct IndexEntryDocument {
     digest: String,
     #[serde(rename = "size")]
     _size: i64,
-    #[serde(default)]
     platform: Option<PlatformDocument>,
-    #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
 }
 
@@ -153,22 +159,30 @@ struct IndexEntryDocument {
 struct PlatformDocument {
     os: String,
     architecture: String,
-    #[serde(default)]
     variant: Option<String>,
-    #[serde(default, rename = "os.version")]
+    #[serde(rename = "os.version")]
     os_version: Option<String>,
+    #[serde(rename = "os.features")]
+    _os_features: Option<Vec<String>>,
+    #[serde(rename = "features")]
+    _features: Option<Vec<String>>,
 }
 
-/// An OCI image manifest or Docker v2 manifest, as far as it is read.
+/// An OCI image manifest or Docker v2 manifest.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ImageDocument {
     #[serde(rename = "schemaVersion")]
     _schema_version: u8,
+    #[serde(rename = "mediaType")]
+    _media_type: Option<String>,
     config: Descriptor,
     layers: Vec<Descriptor>,
-    #[serde(default)]
+    #[serde(rename = "subject")]
+    _subject: Option<Descriptor>,
     artifact_type: Option<String>,
+    #[serde(rename = "annotations")]
+    _annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +191,10 @@ struct Descriptor {
     media_type: String,
     digest: String,
     size: i64,
+    #[serde(rename = "urls")]
+    _urls: Option<Vec<String>>,
+    #[serde(rename = "annotations")]
+    _annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -401,5 +419,37 @@ mod tests {
         assert_eq!(platform.to_string(), "linux/arm/v7");
         assert!(ConfigPlatform::parse(b"{}").is_none());
         assert!(ConfigPlatform::parse(b"[").is_none());
+    }
+
+    /// Optional fields of the wrong type fail the runtime's decoding, so they fail here too; fields
+    /// nobody declares are ignored, by both.
+    #[test]
+    fn optional_fields_are_typed_as_runtimes_decode_them() {
+        let config = r#""config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":2}"#;
+        let image = |extra: &str| format!(r#"{{"schemaVersion":2,{config},"layers":[]{extra}}}"#);
+        assert!(parse(OCI_MANIFEST, image("").as_bytes()).is_ok());
+        assert!(parse(OCI_MANIFEST, image(r#","whatever":{"x":1}"#).as_bytes()).is_ok());
+        for wrong in [r#","annotations":5"#, r#","subject":"sha256:x""#, r#","mediaType":7"#] {
+            assert!(parse(OCI_MANIFEST, image(wrong).as_bytes()).is_err(), "{wrong}");
+        }
+        let with_urls = image("").replace(r#""size":2}"#, r#""size":2,"urls":"http://x"}"#);
+        assert!(parse(OCI_MANIFEST, with_urls.as_bytes()).is_err());
+        let index = |platform: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:a","size":1,"platform":{platform}}}]}}"#
+            )
+        };
+        assert!(
+            parse(
+                OCI_INDEX,
+                index(r#"{"os":"linux","architecture":"amd64","os.features":["a"]}"#).as_bytes()
+            )
+            .is_ok()
+        );
+        assert!(
+            parse(OCI_INDEX, index(r#"{"os":"linux","architecture":"amd64","features":"sse4"}"#).as_bytes())
+                .is_err()
+        );
+        assert!(parse(OCI_INDEX, index(r#"{"os":"linux"}"#).as_bytes()).is_err());
     }
 }
