@@ -153,6 +153,8 @@ struct IndexEntryDocument {
     _size: i64,
     platform: Option<PlatformDocument>,
     annotations: Option<BTreeMap<String, String>>,
+    #[serde(rename = "artifactType")]
+    _artifact_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +197,8 @@ struct Descriptor {
     _urls: Option<Vec<String>>,
     #[serde(rename = "annotations")]
     _annotations: Option<BTreeMap<String, String>>,
+    #[serde(rename = "artifactType")]
+    _artifact_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -432,8 +436,10 @@ mod tests {
         for wrong in [r#","annotations":5"#, r#","subject":"sha256:x""#, r#","mediaType":7"#] {
             assert!(parse(OCI_MANIFEST, image(wrong).as_bytes()).is_err(), "{wrong}");
         }
-        let with_urls = image("").replace(r#""size":2}"#, r#""size":2,"urls":"http://x"}"#);
-        assert!(parse(OCI_MANIFEST, with_urls.as_bytes()).is_err());
+        for wrong in [r#","urls":"http://x""#, r#","artifactType":{}"#] {
+            let descriptor = image("").replace(r#""size":2}"#, &format!(r#""size":2{wrong}}}"#));
+            assert!(parse(OCI_MANIFEST, descriptor.as_bytes()).is_err(), "{wrong}");
+        }
         let index = |platform: &str| {
             format!(
                 r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:a","size":1,"platform":{platform}}}]}}"#
@@ -451,5 +457,7 @@ mod tests {
                 .is_err()
         );
         assert!(parse(OCI_INDEX, index(r#"{"os":"linux"}"#).as_bytes()).is_err());
+        let entry_artifact = index(r#"{"os":"linux","architecture":"amd64"},"artifactType":7"#);
+        assert!(parse(OCI_INDEX, entry_artifact.as_bytes()).is_err());
     }
 }

@@ -10,6 +10,21 @@ use crate::{
     finding::{Finding, Severity},
 };
 
+/// The audit annotations pullguard sets; the API server prefixes each key with the webhook's
+/// name. They are part of the public contract (audit pipelines select on them), so each key is
+/// spelled once, here.
+pub mod audit_key {
+    pub const MODE: &str = "mode";
+    pub const VERDICT: &str = "verdict";
+    pub const FINDINGS: &str = "findings";
+    pub const FINDINGS_TRUNCATED: &str = "findings-truncated";
+    /// Why an object was let through unchecked (controller-owned, no image change, a kind
+    /// without pods).
+    pub const SKIPPED: &str = "skipped";
+    /// Why an object could not be checked (it was let through with a warning).
+    pub const ERROR: &str = "error";
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub allowed: bool,
@@ -56,12 +71,12 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
         "allowed"
     };
     let mut audit_annotations = BTreeMap::new();
-    audit_annotations.insert("mode".to_string(), mode.to_string());
-    audit_annotations.insert("verdict".to_string(), verdict_label.to_string());
+    audit_annotations.insert(audit_key::MODE.to_string(), mode.to_string());
+    audit_annotations.insert(audit_key::VERDICT.to_string(), verdict_label.to_string());
     if !findings.is_empty() {
         if findings.len() > MAX_AUDIT_FINDINGS {
             audit_annotations.insert(
-                "findings-truncated".to_string(),
+                audit_key::FINDINGS_TRUNCATED.to_string(),
                 format!("{} of {}", MAX_AUDIT_FINDINGS, findings.len()),
             );
         }
@@ -78,7 +93,7 @@ pub fn decide(mode: Mode, findings: &[Finding]) -> Verdict {
             })
             .collect();
         if let Ok(json) = serde_json::to_string(&entries) {
-            audit_annotations.insert("findings".to_string(), json);
+            audit_annotations.insert(audit_key::FINDINGS.to_string(), json);
         }
     }
     Verdict {

@@ -18,6 +18,7 @@ use pullguard_core::{
     node_targets::TargetsMemo,
     pod_credentials::{PodCredentials, add_secret_hints},
     reference::ImageRef,
+    verdict::audit_key,
     verdict::{self, Verdict},
     workload::{
         ContainerImage, ObjectMetadata, WorkloadKind, changed_containers, containers, pull_inputs_changed,
@@ -103,11 +104,11 @@ impl Admission {
         let response = &mut answer.response;
         match &mut outcome {
             Outcome::Skipped(skip) => {
-                response.audit_annotations.insert("skipped".into(), skip.label().into());
+                response.audit_annotations.insert(audit_key::SKIPPED.into(), skip.label().into());
             }
             Outcome::Unreadable(reason) => {
                 response.warnings.push(format!("pullguard could not check this object: {reason}"));
-                response.audit_annotations.insert("error".into(), reason.clone());
+                response.audit_annotations.insert(audit_key::ERROR.into(), reason.clone());
             }
             Outcome::Checked { verdict, .. } => {
                 response.allowed = verdict.allowed;
