@@ -2,13 +2,7 @@
 //! flags on top (clap reads both), validated once at start so a typo fails the rollout, not an
 //! admission at 3 a.m.
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    path::{Path, PathBuf},
-    str::FromStr,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
@@ -302,12 +296,6 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::from_yaml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
-    }
-
     pub fn from_yaml(text: &str) -> Result<Config, String> {
         if text.trim().is_empty() {
             return Ok(Config::default());
@@ -315,6 +303,8 @@ impl Config {
         serde_saphyr::from_str(text).map_err(|error| error.to_string())
     }
 
+    /// The settings' own rules; files the settings name are the caller's to read (the core does
+    /// no I/O).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_string() });
         if self.deadline.0.is_zero() {
@@ -339,13 +329,6 @@ impl Config {
                     "registries[].host",
                     &format!("{:?} must be host[:port] or a glob", registry.host),
                 );
-            }
-            if let Some(path) = &registry.ca_file {
-                std::fs::metadata(path).map_err(|source| ConfigError::CaFile {
-                    host: registry.host.clone(),
-                    path: path.clone(),
-                    source,
-                })?;
             }
         }
         Ok(())

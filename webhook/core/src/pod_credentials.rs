@@ -263,20 +263,23 @@ mod tests {
     struct Table {
         secrets: std::collections::BTreeMap<&'static str, SecretRead>,
         accounts: std::collections::BTreeMap<&'static str, AccountRead>,
-        forgotten: std::sync::Mutex<Vec<String>>,
+        /// Reads and forgets, in the order they were asked.
+        log: std::sync::Mutex<Vec<String>>,
     }
 
     impl PullSecretSource for Table {
         async fn secret(&self, _namespace: &str, name: &str) -> SecretRead {
+            self.log.lock().unwrap().push(format!("read secret {name}"));
             self.secrets.get(name).cloned().unwrap_or(SecretRead::Missing)
         }
         async fn service_account(&self, _namespace: &str, name: &str) -> AccountRead {
+            self.log.lock().unwrap().push(format!("read account {name}"));
             self.accounts.get(name).cloned().unwrap_or(AccountRead::Missing)
         }
         async fn forget(&self, _namespace: &str, secrets: &[String], account: Option<&str>) {
-            let mut forgotten = self.forgotten.lock().unwrap();
-            forgotten.extend(secrets.iter().map(|name| format!("secret {name}")));
-            forgotten.extend(account.map(|name| format!("account {name}")));
+            let mut log = self.log.lock().unwrap();
+            log.extend(secrets.iter().map(|name| format!("forget secret {name}")));
+            log.extend(account.map(|name| format!("forget account {name}")));
         }
     }
 
@@ -377,6 +380,20 @@ mod tests {
             false,
         ));
         assert_eq!(read.missing, ["gone"]);
-        assert_eq!(*table.forgotten.lock().unwrap(), ["account builder", "secret gone", "secret opaque"]);
+        assert_eq!(
+            *table.log.lock().unwrap(),
+            [
+                "forget account builder",
+                "read account builder",
+                "forget secret gone",
+                "forget secret opaque",
+                "read secret gone",
+                "read secret opaque",
+            ]
+        );
+        // A cached read asks nothing to be forgotten.
+        table.log.lock().unwrap().clear();
+        futures::executor::block_on(PodCredentials::read(&table, "shop", &spec(&[], Some("builder")), false));
+        assert!(table.log.lock().unwrap().iter().all(|entry| entry.starts_with("read")));
     }
 }

@@ -30,7 +30,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{
-    CliError, load_keyring,
+    docker_config::load_keyring,
+    error::CliError,
     report::{self, Labelled, Output},
 };
 use crate::{

@@ -16,7 +16,9 @@ use pullguard_core::{
 use tokio::time::Instant;
 
 use super::{
-    CliError, load_keyring, manifests,
+    docker_config::load_keyring,
+    error::CliError,
+    manifests,
     report::{self, Labelled, Output},
 };
 use crate::{

@@ -1,6 +1,6 @@
 //! Settings given as flags or `PULLGUARD_*` variables, laid over the configuration file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pullguard_core::config::{ByteSize, Config, ConfigError, HumanDuration, Mode, UnavailablePolicy};
 
@@ -31,7 +31,7 @@ impl Overrides {
     /// File (if any), then overrides, then validation.
     pub fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
+            Some(path) => read_config_file(path)?,
             None => Config::default(),
         };
         if let Some(mode) = self.mode {
@@ -50,8 +50,30 @@ impl Overrides {
             config.max_image_size = size;
         }
         config.validate()?;
+        check_ca_files(&config)?;
         Ok(config)
     }
+}
+
+fn read_config_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    Config::from_yaml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+}
+
+/// A CA file that cannot be read stops start-up with the registry it was for, rather than the
+/// first lookup of that registry failing.
+fn check_ca_files(config: &Config) -> Result<(), ConfigError> {
+    for registry in &config.registries {
+        if let Some(path) = &registry.ca_file {
+            std::fs::metadata(path).map_err(|source| ConfigError::CaFile {
+                host: registry.host.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

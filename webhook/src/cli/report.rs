@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use pullguard_core::finding::{Finding, Severity};
 use serde::Serialize;
 
-use super::CliError;
+use super::error::CliError;
 use crate::inspect::{ImageReport, Inspection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use pullguard_core::config::Config;
 use tracing::info;
 
-use super::{CliError, load_keyring};
+use super::{docker_config::load_keyring, error::CliError};
 use crate::{
     app::App,
     cluster,

@@ -115,10 +115,34 @@ mod tests {
         reqwest::Response::from(http::Response::new(body))
     }
 
+    /// A body that states no length, as a chunked answer does.
+    struct Chunked(std::collections::VecDeque<&'static str>);
+
+    impl http_body::Body for Chunked {
+        type Data = &'static [u8];
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            let chunk = self.get_mut().0.pop_front();
+            std::task::Poll::Ready(chunk.map(|chunk| Ok(http_body::Frame::data(chunk.as_bytes()))))
+        }
+    }
+
+    fn streamed(chunks: &'static [&'static str]) -> reqwest::Response {
+        let body = reqwest::Body::wrap(Chunked(chunks.iter().copied().collect()));
+        reqwest::Response::from(http::Response::new(body))
+    }
+
+    /// Refused before reading when the length is known, while reading when it is not.
     #[tokio::test]
     async fn bodies_are_read_up_to_the_limit() {
         assert_eq!(read_limited(response("12345"), 5).await.ok(), Some(b"12345".to_vec()));
         assert!(matches!(read_limited(response("123456"), 5).await, Err(ReadError::TooLarge)));
         assert_eq!(read_limited(response(""), 0).await.ok(), Some(Vec::new()));
+        assert_eq!(read_limited(streamed(&["12", "345"]), 5).await.ok(), Some(b"12345".to_vec()));
+        assert!(matches!(read_limited(streamed(&["123", "456"]), 5).await, Err(ReadError::TooLarge)));
     }
 }
