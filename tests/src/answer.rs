@@ -42,10 +42,22 @@ pub trait Reviews: Sync {
         accepted: impl Fn(&Answer) -> bool + Send + Sync,
     ) -> impl Future<Output = Result<Answer>> + Send {
         async move {
-            crate::wait::poll(what, limit, || async {
-                self.review(review).await.ok().filter(|answer| accepted(answer))
+            // The last answer (or failure) is what a test that gives up must show.
+            let last = std::sync::Mutex::new(String::from("no answer"));
+            let found = crate::wait::poll(what, limit, || async {
+                let (seen, answer) = match self.review(review).await {
+                    Ok(answer) if accepted(&answer) => return Some(answer),
+                    Ok(answer) => (format!("{answer:?}"), None),
+                    Err(error) => (format!("{error:#}"), None),
+                };
+                if let Ok(mut last) = last.lock() {
+                    *last = seen;
+                }
+                answer
             })
-            .await
+            .await;
+            let last = last.lock().map(|last| last.clone()).unwrap_or_default();
+            found.with_context(|| format!("the last answer was {last}"))
         }
     }
 }

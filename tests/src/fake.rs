@@ -27,7 +27,8 @@ use crate::loopback::{LoopbackServer, Stopping};
 pub enum Behaviour {
     /// Answer every request with this status, extra headers and body.
     Respond { status: u16, headers: Vec<(String, String)>, body: String },
-    /// Read the request, never answer (bounded by `limit`).
+    /// Read the request and answer nothing for `limit` (longer than any deadline under test),
+    /// then 504, so that a forgotten fake ends instead of holding a connection forever.
     Stall { limit: Duration },
     /// Send headers promising `declared` bytes, then part of the body, then go silent.
     StallMidBody { declared: usize, limit: Duration },
@@ -119,9 +120,9 @@ async fn answer(State(fake): State<Arc<Fake>>, method: Method, uri: Uri) -> Resp
             if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
                 headers.push(("Content-Type".into(), "application/json".into()));
             }
-            // A HEAD answer carries no body, so it declares none either.
-            let body = if method == Method::HEAD { String::new() } else { route.body.clone() };
-            respond(route.status, &headers, body)
+            // For HEAD, axum declares the body's length and then drops the body, as a registry
+            // declares the manifest's length in answer to HEAD.
+            respond(route.status, &headers, route.body.clone())
         }
     }
 }
