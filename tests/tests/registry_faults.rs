@@ -7,7 +7,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{codes, fake_config, inspect, inspector, inspector_with, *};
+use common::*;
 use pullguard_tests::{
     fake::{Behaviour, FakeRegistry, Route, closed_port},
     seed::{ImageSpec, Seeder},
@@ -391,4 +391,86 @@ async fn registries_that_lie_or_stall_give_findings_within_the_deadline() {
     let inspection = inspect(&checker, &format!("{}/app:v1", registry.host())).await;
     assert!(started.elapsed() < Duration::from_secs(3), "token stall took {:?}", started.elapsed());
     assert_eq!(codes(&inspection), vec![Code::RegistryUnreachable], "{:#?}", inspection.findings);
+}
+
+/// A bearer-token registry: `/token` issues `t1`, `t2`, ...; the registry accepts only the token
+/// issued last, and none while `revoked`.
+#[derive(Default)]
+struct RevokingRegistry {
+    issued: std::sync::atomic::AtomicUsize,
+    valid: std::sync::Mutex<Option<String>>,
+}
+
+impl RevokingRegistry {
+    fn issued(&self) -> usize {
+        self.issued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn revoke(&self) {
+        *self.valid.lock().unwrap() = None;
+    }
+
+    fn router(self: &Arc<Self>) -> axum::Router {
+        use axum::{
+            http::{HeaderMap, StatusCode, header},
+            response::IntoResponse,
+            routing::get,
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{}", "a".repeat(64)), "size": 1,
+                "platform": {"os": "linux", "architecture": "amd64"}}]
+        })
+        .to_string();
+        let digest = {
+            use sha2::Digest;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(index.as_bytes())))
+        };
+        let (tokens, registry) = (self.clone(), self.clone());
+        let issue = move || async move {
+            let n = tokens.issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            *tokens.valid.lock().unwrap() = Some(format!("t{n}"));
+            axum::Json(serde_json::json!({"token": format!("t{n}")}))
+        };
+        let manifest = move |headers: HeaderMap| async move {
+            let expected = registry.valid.lock().unwrap().clone().map(|token| format!("Bearer {token}"));
+            let presented = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+            if expected.is_none() || presented != expected.as_deref() {
+                let host =
+                    headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
+                let challenge = format!(r#"Bearer realm="http://{host}/token",service="fake""#);
+                return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)]).into_response();
+            }
+            let media_type = "application/vnd.oci.image.index.v1+json".to_string();
+            let digest_header = header::HeaderName::from_static("docker-content-digest");
+            ([(header::CONTENT_TYPE, media_type), (digest_header, digest.clone())], index.clone())
+                .into_response()
+        };
+        axum::Router::new().route("/token", get(issue)).route("/v2/app/manifests/{tag}", get(manifest))
+    }
+}
+
+/// A token the registry stops accepting (revoked, or expired before its stated life) is dropped
+/// from the cache when refused: the next lookup fetches a new one instead of failing for the
+/// token's whole life in the cache.
+#[tokio::test]
+async fn a_revoked_token_is_fetched_anew() {
+    let registry = Arc::new(RevokingRegistry::default());
+    let server = pullguard_tests::loopback::LoopbackServer::start(registry.router()).await.unwrap();
+    let host = server.addr().to_string();
+    let config = Config {
+        registries: vec![RegistryConfig { host: host.clone(), insecure: true, ..RegistryConfig::default() }],
+        ..Config::default()
+    };
+    let inspector = inspector_with(config, Keyring::default());
+
+    assert_eq!(codes(&inspect(&inspector, &format!("{host}/app:v1")).await), vec![]);
+    assert_eq!(registry.issued(), 1);
+    registry.revoke();
+    let refused = inspect(&inspector, &format!("{host}/app:v2")).await;
+    assert_eq!(codes(&refused), vec![Code::CredentialsRequired], "{:#?}", refused.findings);
+    let again = inspect(&inspector, &format!("{host}/app:v3")).await;
+    assert_eq!(codes(&again), vec![], "{:#?}", again.findings);
+    assert_eq!(registry.issued(), 2, "one new token after the refusal");
 }
