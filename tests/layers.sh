@@ -127,6 +127,9 @@ def modules(root):
                 parts = parts[:-1]
             if parts and parts[0] == "bin":
                 continue
+            # A binary's root beside the library's is a crate of its own.
+            if os.path.relpath(path, root) == "main.rs" and os.path.exists(os.path.join(root, "lib.rs")):
+                continue
             found[path] = tuple(parts)
     return found
 
