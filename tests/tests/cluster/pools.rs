@@ -1,5 +1,7 @@
-//! Node pools decide the platform and pull-policy checks: pools by label or by platform, nodes
-//! booting or cordoned, zero nodes, Windows builds, container runtimes, `spec.os`.
+//! Node pools as the real API server gives them: nodes reaching the inventory through the watch,
+//! added and deleted live, new nodes tainted not-ready, the images and container runtime in a
+//! node's status. The scenarios themselves (pools by label or platform, zero nodes, Windows
+//! builds, `spec.os`, kubeadm groups) are a table in `webhook/core/tests/node_pools.rs`.
 
 use super::*;
 
@@ -120,25 +122,6 @@ async fn acceptance_deployments_pods_zero_nodes_and_new_pools() {
         .await
         .unwrap();
     assert!(answer.message.as_str().contains("new-arm"));
-}
-
-#[tokio::test]
-async fn a_cluster_with_zero_nodes_uses_the_selector_platform() {
-    // The test's scope has nodes, but none in the pool the pod selects: as in a cluster whose
-    // only pools are scaled to zero, no node is a candidate.
-    let Some(cluster) = Cluster::start().await else { return };
-    let webhook = cluster.webhook(cluster.config()).await;
-    let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("amdonly:v1"));
-    review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
-        json!({"kubernetes.io/arch": "arm64", "cloud.google.com/gke-nodepool": "scaled-to-zero"});
-    let answer = webhook.review(&review).await.unwrap();
-    assert!(!answer.allowed);
-    assert_eq!(codes(&answer), vec!["PG301"]);
-    review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
-        json!({"kubernetes.io/arch": "amd64", "cloud.google.com/gke-nodepool": "scaled-to-zero"});
-    let answer = webhook.review(&review).await.unwrap();
-    assert!(answer.allowed);
-    assert!(codes(&answer).is_empty(), "{answer:?}");
 }
 
 #[tokio::test]
@@ -269,24 +252,6 @@ async fn images_the_nodes_hold_are_judged_by_the_pull_policy() {
 }
 
 #[tokio::test]
-async fn spec_os_keeps_a_pod_to_nodes_of_its_os() {
-    let Some(cluster) = Cluster::start().await else { return };
-    let webhook = cluster.webhook(cluster.config()).await;
-    // No selector: Linux and Windows nodes are candidates, but `spec.os.name: windows` leaves
-    // only the Windows ones, and a Linux image runs on none of them.
-    let mut pod = cluster.review("01-create-pod-main-web.json", &cluster.image("amdonly:v1"));
-    let spec = &mut pod["request"]["object"]["spec"];
-    spec["nodeSelector"] = Value::Null;
-    spec["affinity"] = Value::Null;
-    spec["os"] = json!({"name": "windows"});
-    let answer = webhook.review(&pod).await.unwrap();
-    assert!(!answer.allowed, "{answer:?}");
-    assert_eq!(codes(&answer), vec!["PG301"], "{answer:?}");
-    let message = answer.message.as_str();
-    assert!(message.contains("cloud.google.com/gke-nodepool=win"), "{message}");
-}
-
-#[tokio::test]
 async fn schema_1_is_graded_by_the_nodes_runtime() {
     let Some(cluster) = Cluster::start().await else { return };
     Seeder::new(&cluster.registry).unwrap().push_schema1("legacy", "v1", "amd64").await.unwrap();
@@ -318,78 +283,4 @@ async fn schema_1_is_graded_by_the_nodes_runtime() {
     let answer = webhook.review(&review("new")).await.unwrap();
     assert!(!answer.allowed, "{answer:?}");
     assert_eq!(codes(&answer), vec!["PG401"], "{answer:?}");
-}
-
-#[tokio::test]
-async fn windows_hosts_run_containers_of_the_previous_ltsc() {
-    let Some(cluster) = Cluster::start().await else { return };
-    cluster
-        .add_node(
-            "win2025-1",
-            &[
-                ("cloud.google.com/gke-nodepool", "win2025"),
-                ("kubernetes.io/arch", "amd64"),
-                ("kubernetes.io/os", "windows"),
-                ("node.kubernetes.io/windows-build", "10.0.26100"),
-            ],
-            &[],
-        )
-        .await;
-    Seeder::new(&cluster.registry)
-        .unwrap()
-        .push_image("win", "ltsc2025", &ImageSpec::windows("amd64", "10.0.26100.2894"))
-        .await
-        .unwrap();
-    let webhook = cluster.webhook(cluster.config()).await;
-    let on = |pool: &str, tag: &str| {
-        let mut review =
-            cluster.review("17-create-daemonset-main-agent.json", &cluster.image(&format!("win:{tag}")));
-        review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] =
-            json!({"cloud.google.com/gke-nodepool": pool});
-        review
-    };
-    // Windows Server 2025 runs the ltsc2022 image (stable ABI); 2022 does not run a 2025 image.
-    let answer = webhook
-        .review_until(&on("win2025", "ltsc2022"), "the Windows nodes", Duration::from_secs(10), |answer| {
-            !codes(answer).contains(&"PG300".to_owned())
-        })
-        .await
-        .unwrap();
-    assert!(answer.allowed && codes(&answer).is_empty(), "{answer:?}");
-    let answer = webhook.review(&on("win2025", "ltsc2025")).await.unwrap();
-    assert!(answer.allowed && codes(&answer).is_empty(), "{answer:?}");
-    let answer = webhook.review(&on("win2025", "ltsc2019")).await.unwrap();
-    assert_eq!(codes(&answer), vec!["PG303"], "{answer:?}");
-    let answer = webhook.review(&on("win", "ltsc2025")).await.unwrap();
-    assert_eq!(codes(&answer), vec!["PG303"], "{answer:?}");
-    let message = answer.message.as_str();
-    assert!(!message.contains("buildx") && !message.contains("ltsc2022 tag for"), "{message}");
-}
-
-#[tokio::test]
-async fn nodes_without_pool_labels_are_named_by_platform() {
-    let Some(cluster) = Cluster::start().await else { return };
-    // A kubeadm cluster: no pool labels, so the nodes are grouped by platform in messages.
-    for index in 0..3 {
-        cluster
-            .add_node(
-                &format!("worker-{index}"),
-                &[("group", "kubeadm"), ("kubernetes.io/arch", "amd64")],
-                &[],
-            )
-            .await;
-    }
-    Seeder::new(&cluster.registry)
-        .unwrap()
-        .push_image("armonly", "v1", &ImageSpec::linux("arm64"))
-        .await
-        .unwrap();
-    let webhook = cluster.webhook(cluster.config()).await;
-    let mut review = cluster.review("02-create-deployment-main-api.json", &cluster.image("armonly:v1"));
-    review["request"]["object"]["spec"]["template"]["spec"]["nodeSelector"] = json!({"group": "kubeadm"});
-    let answer = webhook.review(&review).await.unwrap();
-    assert_eq!(codes(&answer), vec!["PG301"], "{answer:?}");
-    let message = answer.message.as_str();
-    assert!(message.contains("nodes without a pool label (linux/amd64, 3 node(s))"), "{message}");
-    assert!(!message.contains("worker-1"), "nodes are not listed one by one: {message}");
 }
