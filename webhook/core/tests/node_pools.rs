@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::{Node, PodSpec};
 use pullguard_core::{
     checks::{NodeTargets, Placement, Subject, platform_findings},
     config::Config,
-    facts::ImageFacts,
+    facts::{ImageFacts, facts_of},
     finding::Code,
-    manifest::{ImagePlatform, ManifestKind},
+    manifest::{OCI_INDEX, OCI_MANIFEST, parse},
     nodes::node_facts,
     scheduling::NodeFacts,
 };
@@ -70,49 +70,39 @@ fn cluster() -> Vec<NodeFacts> {
     nodes
 }
 
-fn image(platforms: &[(&str, &str, Option<&str>)]) -> ImageFacts {
-    ImageFacts {
-        digest: "sha256:x".into(),
-        media_type: "application/vnd.oci.image.index.v1+json".into(),
-        kind: ManifestKind::OciIndex,
-        platforms: platforms
-            .iter()
-            .map(|(os, architecture, version)| ImagePlatform {
-                os: os.to_string(),
-                architecture: architecture.to_string(),
-                variant: None,
-                os_version: version.map(String::from),
-            })
-            .collect(),
-        config_media_type: None,
-        artifact_type: None,
-        compressed_size: None,
-        layers: vec![],
-        comparable_platforms: Default::default(),
-    }
+/// An image as its registry describes it: an index of `platforms` (`os/arch` or `os/arch@version`).
+fn image(platforms: &[&str]) -> ImageFacts {
+    let entries: Vec<Value> = platforms
+        .iter()
+        .enumerate()
+        .map(|(n, platform)| {
+            let (platform, version) = platform.split_once('@').unwrap_or((platform, ""));
+            let (os, architecture) = platform.split_once('/').unwrap();
+            let mut described = json!({"os": os, "architecture": architecture});
+            if !version.is_empty() {
+                described["os.version"] = json!(version);
+            }
+            json!({"mediaType": OCI_MANIFEST, "digest": format!("sha256:{}", n.to_string().repeat(64)),
+                   "size": 1, "platform": described})
+        })
+        .collect();
+    let body = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).to_string();
+    facts_of("sha256:index", OCI_INDEX, parse(OCI_INDEX, body.as_bytes()).unwrap()).0
 }
 
-struct Row {
-    what: &'static str,
-    spec: Value,
-    daemonset: bool,
-    image: &'static str,
-    codes: &'static [Code],
-    /// A part of the message of the first finding.
-    says: &'static str,
-    /// What the message must not say.
-    never_says: &'static str,
-}
+/// One pod spec, and per image: the codes of its platform findings and a part of the first one's
+/// message.
+type Case = (&'static str, Value, bool, Vec<(&'static str, Vec<Code>, &'static str)>);
 
 #[test]
 fn node_pools_decide_the_platform_findings() {
     let images = |name: &str| match name {
-        "multi" => image(&[("linux", "amd64", None), ("linux", "arm64", None)]),
-        "amdonly" => image(&[("linux", "amd64", None)]),
-        "armonly" => image(&[("linux", "arm64", None)]),
-        "ltsc2019" => image(&[("windows", "amd64", Some("10.0.17763.5830"))]),
-        "ltsc2022" => image(&[("windows", "amd64", Some("10.0.20348.2700"))]),
-        "ltsc2025" => image(&[("windows", "amd64", Some("10.0.26100.2894"))]),
+        "multi" => image(&["linux/amd64", "linux/arm64"]),
+        "amdonly" => image(&["linux/amd64"]),
+        "armonly" => image(&["linux/arm64"]),
+        "ltsc2019" => image(&["windows/amd64@10.0.17763.5830"]),
+        "ltsc2022" => image(&["windows/amd64@10.0.20348.2700"]),
+        "ltsc2025" => image(&["windows/amd64@10.0.26100.2894"]),
         other => panic!("no image {other}"),
     };
     let arm_pool = json!({"nodeSelector": {POOL: "arm-pool"},
@@ -121,167 +111,115 @@ fn node_pools_decide_the_platform_findings() {
         json!({"nodeSelector": {"kubernetes.io/os": "windows", POOL: pool},
                "tolerations": [{"key": "os", "operator": "Exists", "effect": "NoSchedule"}]})
     };
-    let rows = [
-        Row {
-            what: "a multi-arch image on the arm pool",
-            spec: arm_pool.clone(),
-            daemonset: false,
-            image: "multi",
-            codes: &[],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "an amd64 image on the arm pool",
-            spec: arm_pool.clone(),
-            daemonset: false,
-            image: "amdonly",
-            codes: &[Code::NoRunnablePlatform],
-            says: "cloud.google.com/gke-nodepool=arm-pool",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "no selector: the amd64 pools can run it, the others cannot",
-            spec: json!({}),
-            daemonset: false,
-            image: "amdonly",
-            codes: &[Code::SomeNodesCannotRun],
-            says: "It runs on cloud.google.com/gke-nodepool=general",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "spec.os windows leaves the Windows nodes only",
-            spec: json!({"os": {"name": "windows"}}),
-            daemonset: false,
-            image: "amdonly",
-            codes: &[Code::NoRunnablePlatform],
-            says: "cloud.google.com/gke-nodepool=win",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "ltsc2019 on build 20348",
-            spec: windows_agent("win"),
-            daemonset: true,
-            image: "ltsc2019",
-            codes: &[Code::WindowsVersionMismatch],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "ltsc2022 on build 20348",
-            spec: windows_agent("win"),
-            daemonset: true,
-            image: "ltsc2022",
-            codes: &[],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "Windows Server 2025 runs the previous LTSC (stable ABI)",
-            spec: windows_agent("win2025"),
-            daemonset: true,
-            image: "ltsc2022",
-            codes: &[],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "ltsc2025 on 2025",
-            spec: windows_agent("win2025"),
-            daemonset: true,
-            image: "ltsc2025",
-            codes: &[],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "ltsc2019 on 2025",
-            spec: windows_agent("win2025"),
-            daemonset: true,
-            image: "ltsc2019",
-            codes: &[Code::WindowsVersionMismatch],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "a 2025 image on 2022 hosts: no rebuild advice",
-            spec: windows_agent("win"),
-            daemonset: true,
-            image: "ltsc2025",
-            codes: &[Code::WindowsVersionMismatch],
-            says: "",
-            never_says: "buildx",
-        },
-        Row {
-            what: "a pool scaled to zero: the selector names the platform",
-            spec: json!({"nodeSelector": {POOL: "scaled-to-zero", "kubernetes.io/arch": "arm64"}}),
-            daemonset: false,
-            image: "amdonly",
-            codes: &[Code::NoRunnablePlatform],
-            says: "scaled to zero",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "a pool scaled to zero, the image fits the selector",
-            spec: json!({"nodeSelector": {POOL: "scaled-to-zero", "kubernetes.io/arch": "amd64"}}),
-            daemonset: false,
-            image: "amdonly",
-            codes: &[],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "a pool scaled to zero, no platform named: not verified",
-            spec: json!({"nodeSelector": {POOL: "gpu-pool"}}),
-            daemonset: false,
-            image: "amdonly",
-            codes: &[Code::PlatformNotVerified],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "a booting node (not-ready taint) stays in its pool",
-            spec: json!({"nodeSelector": {POOL: "booting-pool"}}),
-            daemonset: false,
-            image: "amdonly",
-            codes: &[Code::NoRunnablePlatform],
-            says: "booting-pool",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "a cordoned node stays in its pool",
-            spec: json!({"nodeSelector": {POOL: "cordoned-pool"}}),
-            daemonset: false,
-            image: "multi",
-            codes: &[],
-            says: "",
-            never_says: "worker-1",
-        },
-        Row {
-            what: "nodes without a pool label are named by platform, not one by one",
-            spec: json!({"nodeSelector": {"group": "kubeadm"}}),
-            daemonset: false,
-            image: "armonly",
-            codes: &[Code::NoRunnablePlatform],
-            says: "nodes without a pool label (linux/amd64, 3 node(s))",
-            never_says: "worker-1",
-        },
+    let selecting = |selector: Value| json!({ "nodeSelector": selector });
+    let (fits, cannot, some, windows, unverified) = (
+        vec![],
+        vec![Code::NoRunnablePlatform],
+        vec![Code::SomeNodesCannotRun],
+        vec![Code::WindowsVersionMismatch],
+        vec![Code::PlatformNotVerified],
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "the arm pool",
+            arm_pool,
+            false,
+            vec![
+                ("multi", fits.clone(), ""),
+                ("amdonly", cannot.clone(), "cloud.google.com/gke-nodepool=arm-pool"),
+            ],
+        ),
+        (
+            "no selector: the amd64 pools can run it, the others cannot",
+            json!({}),
+            false,
+            vec![("amdonly", some.clone(), "It runs on cloud.google.com/gke-nodepool=general")],
+        ),
+        (
+            "spec.os windows leaves the Windows nodes only",
+            json!({"os": {"name": "windows"}}),
+            false,
+            vec![("amdonly", cannot.clone(), "cloud.google.com/gke-nodepool=win2025")],
+        ),
+        (
+            "a DaemonSet on build 20348",
+            windows_agent("win"),
+            true,
+            vec![
+                ("ltsc2019", windows.clone(), ""),
+                ("ltsc2022", fits.clone(), ""),
+                ("ltsc2025", windows.clone(), ""),
+            ],
+        ),
+        // Windows Server 2025 runs the previous LTSC's containers (stable ABI).
+        (
+            "a DaemonSet on build 26100",
+            windows_agent("win2025"),
+            true,
+            vec![
+                ("ltsc2022", fits.clone(), ""),
+                ("ltsc2025", fits.clone(), ""),
+                ("ltsc2019", windows.clone(), ""),
+            ],
+        ),
+        (
+            "a pool scaled to zero, arm64 selected",
+            selecting(json!({POOL: "scaled-to-zero", "kubernetes.io/arch": "arm64"})),
+            false,
+            vec![("amdonly", cannot.clone(), "scaled to zero")],
+        ),
+        (
+            "a pool scaled to zero, amd64 selected",
+            selecting(json!({POOL: "scaled-to-zero", "kubernetes.io/arch": "amd64"})),
+            false,
+            vec![("amdonly", fits.clone(), "")],
+        ),
+        (
+            "a pool scaled to zero, no platform named",
+            selecting(json!({POOL: "gpu-pool"})),
+            false,
+            vec![("amdonly", unverified, "")],
+        ),
+        (
+            "a booting node (not-ready taint) stays in its pool",
+            selecting(json!({POOL: "booting-pool"})),
+            false,
+            vec![("amdonly", cannot.clone(), "booting-pool"), ("multi", fits.clone(), "")],
+        ),
+        (
+            "a cordoned node stays in its pool",
+            selecting(json!({POOL: "cordoned-pool"})),
+            false,
+            vec![("amdonly", cannot.clone(), "cordoned-pool"), ("multi", fits, "")],
+        ),
+        (
+            "nodes without a pool label are named by platform",
+            selecting(json!({"group": "kubeadm"})),
+            false,
+            vec![("armonly", cannot, "nodes without a pool label (linux/amd64, 3 node(s))")],
+        ),
     ];
     let nodes = cluster();
     let pool_labels = Config::default().node_pool_labels;
     let subject = Subject { container: "app", image: "r.example/app:v1", volume: false };
-    for row in rows {
-        let mut spec = row.spec.clone();
+    for (what, spec, daemonset, expected) in cases {
+        let mut spec = spec;
         spec["containers"] = json!([{"name": "app", "image": "r.example/app:v1"}]);
         let spec: PodSpec = serde_json::from_value(spec).unwrap();
         let targets = NodeTargets::for_pod(&spec, &nodes, &pool_labels);
-        let findings =
-            platform_findings(subject, &images(row.image), &targets, Placement::of(row.daemonset, &spec));
-        let codes: Vec<Code> = findings.iter().map(|finding| finding.code).collect();
-        assert_eq!(codes, row.codes, "{}: {findings:#?}", row.what);
-        if let Some(finding) = findings.first() {
-            assert!(finding.message.contains(row.says), "{}: {}", row.what, finding.message);
-            assert!(!finding.message.contains(row.never_says), "{}: {}", row.what, finding.message);
+        for (name, codes, says) in expected {
+            let findings =
+                platform_findings(subject, &images(name), &targets, Placement::of(daemonset, &spec));
+            let found: Vec<Code> = findings.iter().map(|finding| finding.code).collect();
+            assert_eq!(found, codes, "{what}, {name}: {findings:#?}");
+            if let Some(finding) = findings.first() {
+                let message = &finding.message;
+                assert!(message.contains(says), "{what}, {name}: {message}");
+                // Nodes are named by pool, never listed one by one; an image newer than the
+                // host cannot be fixed by a rebuild for it.
+                assert!(!message.contains("worker-1"), "{what}, {name}: {message}");
+                assert!(name != "ltsc2025" || !message.contains("buildx"), "{what}, {name}: {message}");
+            }
         }
     }
 }
