@@ -12,7 +12,6 @@ use axum::{
 };
 use pullguard::app::App;
 use pullguard_core::{config::Config, credentials::Keyring};
-use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::wait::eventually;
@@ -72,9 +71,4 @@ async fn send(router: Router, method: Method, path: &str, body: Vec<u8>) -> Resu
     let status = response.status().as_u16();
     let bytes = to_bytes(response.into_body(), MAX_ANSWER).await.context("reading the answer")?;
     Ok((status, String::from_utf8(bytes.to_vec()).context("the answer is not UTF-8")?))
-}
-
-/// For callers that want the body as JSON.
-pub fn json(text: &str) -> Result<Value> {
-    serde_json::from_str(text).with_context(|| format!("the answer is not JSON: {text}"))
 }

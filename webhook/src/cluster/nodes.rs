@@ -36,6 +36,6 @@ impl NodeInventory {
 
     /// The nodes as last seen; cheap to take on every admission.
     pub fn nodes(&self) -> Arc<[NodeFacts]> {
-        self.followed.current().map(|nodes| (*nodes).clone()).unwrap_or_else(|| Arc::from(Vec::new()))
+        self.followed.current().unwrap_or_else(|| Arc::from(Vec::new()))
     }
 }

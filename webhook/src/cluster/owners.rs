@@ -29,15 +29,15 @@ impl OwnerModes {
     }
 
     /// The CronJob's `pullguard.io/mode` annotation; `None` when it has none, does not exist, or
-    /// cannot be read (then the Job's own metadata decides, as without an owner).
+    /// cannot be read (then the Job's own metadata decides, as without an owner). A failed read
+    /// is not remembered: one API blip must not put the CronJob's Jobs in the configured mode for
+    /// the cache's whole life.
     pub async fn cronjob_mode(&self, namespace: &str, name: &str) -> Option<String> {
         let read = async {
             let api: Api<CronJob> = Api::namespaced(self.client.clone(), namespace);
-            match api.get_metadata_opt(name).await {
-                Ok(Some(cronjob)) => cronjob.metadata.annotations.and_then(|mut map| map.remove(MODE_KEY)),
-                Ok(None) | Err(_) => None,
-            }
+            let cronjob = api.get_metadata_opt(name).await?;
+            Ok::<_, kube::Error>(cronjob.and_then(|cronjob| cronjob.metadata.annotations?.remove(MODE_KEY)))
         };
-        self.cronjobs.get_with((namespace.to_string(), name.to_string()), read).await
+        self.cronjobs.try_get_with((namespace.to_string(), name.to_string()), read).await.ok().flatten()
     }
 }

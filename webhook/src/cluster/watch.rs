@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::warn;
 
-/// What admissions read: the latest snapshot, and whether a first full list has arrived.
+/// What admissions read: the latest snapshot (cheap to clone: an `Arc` of what was published),
+/// and whether a first full list has arrived.
 pub struct Followed<S> {
-    snapshot: Arc<RwLock<Arc<S>>>,
+    snapshot: Arc<RwLock<S>>,
     synced: watch::Receiver<bool>,
 }
 
@@ -29,7 +30,7 @@ impl<S> Clone for Followed<S> {
     }
 }
 
-impl<S: Send + Sync + 'static> Followed<S> {
+impl<S: Clone + Send + Sync + 'static> Followed<S> {
     /// Starts the watch; it runs for the life of the process. `reduce` keeps what is read of an
     /// object, `publish` makes the snapshot admissions read from the folded objects.
     pub fn start<K, V>(
@@ -43,7 +44,7 @@ impl<S: Send + Sync + 'static> Followed<S> {
         K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
         V: PartialEq + Send + 'static,
     {
-        let snapshot = Arc::new(RwLock::new(Arc::new(publish(&Watched::default()))));
+        let snapshot = Arc::new(RwLock::new(publish(&Watched::default())));
         let (synced_tx, synced) = watch::channel(false);
         let published = snapshot.clone();
         let stream = watcher(api, config).default_backoff();
@@ -60,7 +61,7 @@ impl<S: Send + Sync + 'static> Followed<S> {
                 };
                 if watched.apply(event) {
                     if let Ok(mut current) = published.write() {
-                        *current = Arc::new(publish(&watched));
+                        *current = publish(&watched);
                     }
                     let _ = synced_tx.send_if_modified(|synced| !std::mem::replace(synced, true));
                 }
@@ -80,7 +81,7 @@ impl<S: Send + Sync + 'static> Followed<S> {
     }
 
     /// The snapshot as last published; cheap to take on every admission.
-    pub fn current(&self) -> Option<Arc<S>> {
+    pub fn current(&self) -> Option<S> {
         self.snapshot.read().ok().map(|current| current.clone())
     }
 }

@@ -36,7 +36,7 @@ use moka::{
 use pullguard_core::{
     config::Config,
     credentials::Credential,
-    facts::{ImageFacts, ToRead},
+    facts::{ImageFacts, ToRead, facts_of},
     lookup::LookupError,
     manifest::{self, ConfigPlatform, ImagePlatform},
     reference::ImageRef,
@@ -334,8 +334,7 @@ impl Registry {
         media_type: &str,
         body: &[u8],
     ) -> Result<ImageFacts, LookupError> {
-        let (mut facts, to_read) =
-            pullguard_core::facts::facts_of(digest, media_type, manifest::parse(media_type, body)?);
+        let (mut facts, to_read) = facts_of(digest, media_type, manifest::parse(media_type, body)?);
         match to_read {
             ToRead::Nothing => {}
             ToRead::Config(config_digest) => {
@@ -367,11 +366,7 @@ impl Registry {
         }
         let media_type = manifest::media_type_of(reply.content_type.as_deref(), &reply.body).ok()?;
         verified_digest(&media_type, reply.digest.as_deref(), &reply.body, Some(digest)).ok()?;
-        let (_, to_read) = pullguard_core::facts::facts_of(
-            digest,
-            &media_type,
-            manifest::parse(&media_type, &reply.body).ok()?,
-        );
+        let (_, to_read) = facts_of(digest, &media_type, manifest::parse(&media_type, &reply.body).ok()?);
         match to_read {
             ToRead::Config(config_digest) => {
                 self.config_platform(endpoint, &config_digest).await.ok().flatten()
